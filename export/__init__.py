@@ -1,0 +1,1 @@
+"""Training and ONNX export for lmroute's routers: the only package that imports torch."""

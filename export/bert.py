@@ -1,0 +1,153 @@
+"""The BERT router: MiniLM-L6 fine-tuned with a 3-class head (strong wins / tie / weak wins).
+
+Labels: on each prompt, every observed (strong-tier model, weak-tier model) pair votes for
+one class; the prompt's target is the vote distribution (soft labels). Sources are balanced.
+The top `trainable_layers` encoder layers are fine-tuned; the lower ones stay frozen, which
+keeps training within the CPU budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from export.encoder import MeanPooledEncoder
+from export.mf import _source_weights
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    epochs: int = 2
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    trainable_layers: int = 2
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def three_class_labels(
+    outcome: np.ndarray, observed: np.ndarray, strong_cols: list[int], weak_cols: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft [P(strong wins), P(tie), P(weak wins)] per prompt, and whether it has any pair."""
+    s_val, s_obs = outcome[:, strong_cols], observed[:, strong_cols]
+    w_val, w_obs = outcome[:, weak_cols], observed[:, weak_cols]
+    diff = s_val[:, :, None] - w_val[:, None, :]
+    both = (s_obs[:, :, None] & w_obs[:, None, :]).astype(np.float32)
+    n = both.sum((1, 2))
+    wins = ((diff > 0) * both).sum((1, 2))
+    losses = ((diff < 0) * both).sum((1, 2))
+    ties = n - wins - losses
+    labels = np.stack([wins, ties, losses], axis=1) / np.maximum(n, 1)[:, None]
+    return labels.astype(np.float32), n > 0
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, encoder: MeanPooledEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = torch.nn.Dropout(0.1)
+        self.head = torch.nn.Linear(encoder.bert.config.hidden_size, 3)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pooled(input_ids, attention_mask)))
+
+
+def _freeze_lower_layers(model: Classifier, trainable_layers: int) -> None:
+    bert = model.encoder.bert
+    for p in bert.embeddings.parameters():
+        p.requires_grad = False
+    layers = bert.encoder.layer
+    for layer in layers[: len(layers) - trainable_layers]:
+        for p in layer.parameters():
+            p.requires_grad = False
+
+
+def _batches(tokenizer: Tokenizer, texts: list[str], idx: np.ndarray, size: int, rng=None):
+    """Length-bucketed batches: sort by length, chunk, then shuffle the chunk order."""
+    lengths = np.array([len(tokenizer.encode(texts[i]).ids) for i in idx])
+    ordered = idx[np.argsort(lengths, kind="stable")]
+    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    if rng is not None:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        enc = tokenizer.encode_batch([texts[i] for i in chunk])
+        ids = torch.tensor([e.ids for e in enc], dtype=torch.long)
+        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
+        yield chunk, ids, mask
+
+
+def predict(model: Classifier, tokenizer: Tokenizer, texts: list[str], idx: np.ndarray) -> np.ndarray:
+    model.eval()
+    out = np.zeros((len(texts), 3), dtype=np.float32)
+    with torch.inference_mode():
+        for chunk, ids, mask in _batches(tokenizer, texts, idx, 64):
+            out[chunk] = torch.softmax(model(ids, mask), -1).numpy()
+    return out[idx]
+
+
+def train_bert(
+    encoder: MeanPooledEncoder,
+    tokenizer: Tokenizer,
+    texts: list[str],
+    labels: np.ndarray,
+    sources: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: BertConfig,
+    val_metric=None,
+) -> tuple[Classifier, list[dict]]:
+    """Fine-tune; after each epoch score the hold-out and keep the best epoch by `val_metric`
+    (higher is better; default: minus the hold-out cross-entropy)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = Classifier(encoder)
+    _freeze_lower_layers(model, cfg.trainable_layers)
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [
+            {"params": encoder_params, "lr": cfg.lr},
+            {"params": model.head.parameters(), "lr": cfg.head_lr},
+        ],
+        weight_decay=0.01,
+    )
+    weights = torch.from_numpy(_source_weights(sources, train_idx))
+    Y = torch.from_numpy(labels)
+    history: list[dict] = []
+    best = (-float("inf"), None)
+    for epoch in range(cfg.epochs):
+        model.train()
+        n_batches = (len(train_idx) + cfg.batch_size - 1) // cfg.batch_size
+        bar = tqdm(
+            _batches(tokenizer, texts, train_idx, cfg.batch_size, rng),
+            total=n_batches,
+            desc=f"bert epoch {epoch + 1}/{cfg.epochs}",
+        )
+        for chunk, ids, mask in bar:
+            b = torch.from_numpy(chunk)
+            logp = torch.log_softmax(model(ids, mask), -1)
+            loss = (-(Y[b] * logp).sum(-1) * weights[b]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        probs = predict(model, tokenizer, texts, val_idx)
+        ce = float(-(labels[val_idx] * np.log(probs + 1e-9)).sum(-1).mean())
+        metric = val_metric(probs) if val_metric else -ce
+        history.append({"epoch": epoch + 1, "val_cross_entropy": ce, "val_metric": metric})
+        if metric > best[0]:
+            best = (metric, {k: v.clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, history

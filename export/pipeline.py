@@ -1,0 +1,399 @@
+"""One command that retrains and re-exports every router, seeded:
+
+    python -m export.pipeline --data ../shared/data/train --output models_onnx
+
+Steps: embed the training pool (cached), choose the MF variant on the train hold-out, train
+MF over several seeds, fine-tune the BERT router, export both to ONNX, quantize to int8,
+verify the exports, calibrate thresholds on the training-pool prompts, write manifests.
+Nothing under eval/ is read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.bert import BertConfig, predict, three_class_labels, train_bert
+from export.data import load_pool, split_prompts
+from export.embed import cached_embeddings, embed_texts
+from export.encoder import ENCODER_NAME, license_note, load_encoder, load_tokenizer, locate_encoder
+from export.mf import MFConfig, predict_logits, train_mf
+from export.onnx_export import ClassifierGraph, MFGraph, export_onnx, quantize_int8
+from export.reference import write_reference
+from export.tiers import DEFAULT_STRONG, DEFAULT_WEAK, STRONG_TIER, WEAK_TIER
+from export.validation import AllPairsValidator, HoldoutValidator, auc
+from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
+from service.routers import BertRouter, MFRouter
+from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from service.routers.tokenization import BatchTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+STAND_IN_CANDIDATES = (
+    DEFAULT_STRONG,
+    "gpt-4-0314",
+    "gpt-4-turbo-2024-04-09",
+    "gpt-4o",
+    "gpt-4o-2024-05-13",
+    "claude-3-opus-20240229",
+)
+MF_VARIANTS = {
+    # RouteLLM's MF: Bradley-Terry on pairs only
+    "pairwise": MFConfig(point_weight=0.0, difficulty=False),
+    # pairs + per-model outcomes with a shared difficulty term (IRT-style)
+    "pairwise+difficulty": MFConfig(),
+    "outcome+difficulty": MFConfig(pair_weight=0.0),
+}
+SCORING_RULES = ("bradley_terry", "expected_gain")
+CALIBRATION_FRACTIONS = [round(0.05 * i, 2) for i in range(1, 20)]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def mf_scores(logits: np.ndarray, strong: int, weak: int, rule: str) -> np.ndarray:
+    ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
+    if rule == "bradley_terry":
+        return sigmoid(ls - lw)
+    return 0.5 + 0.5 * (sigmoid(ls) - sigmoid(lw))
+
+
+def choose_mf(pool, emb, train_idx, val_idx, validator, epochs, seeds) -> tuple[dict, list]:
+    """Grid over variant x stand-in x scoring rule on the hold-out.
+
+    The criterion averages two checks: APGR for the default pair (tier outcomes standing in)
+    and the mean APGR over many model pairs (lower noise, see AllPairsValidator).
+    """
+    pairs_validator = AllPairsValidator(pool, train_idx, val_idx)
+    sources = np.array(pool.sources)
+    weak = pool.model_index(DEFAULT_WEAK)
+    table = []
+    for variant, base in MF_VARIANTS.items():
+        logits = []
+        for seed in range(seeds):
+            cfg = dataclasses.replace(base, epochs=epochs, seed=100 + seed)
+            head = train_mf(emb, pool.outcome, pool.observed, sources, train_idx, cfg, val_idx)
+            logits.append(predict_logits(head, emb))
+        pair_checks = {
+            rule: [pairs_validator(lambda i, a, b, lg=lg, r=rule: mf_scores(lg[i], a, b, r)) for lg in logits]
+            for rule in SCORING_RULES
+        }
+        for stand_in in STAND_IN_CANDIDATES:
+            strong = pool.model_index(stand_in)
+            for rule in SCORING_RULES:
+                runs = [
+                    {**validator(mf_scores(lg, strong, weak, rule)), **pairs}
+                    for lg, pairs in zip(logits, pair_checks[rule], strict=True)
+                ]
+                row = {"variant": variant, "stand_in": stand_in, "scoring": rule}
+                for key in runs[0]:
+                    row[key] = float(np.mean([r[key] for r in runs]))
+                row["criterion"] = (row["apgr_mean"] + row["pairs_apgr_mean"]) / 2
+                table.append(row)
+                print(
+                    f"  {variant:22s} {stand_in:26s} {rule:14s} apgr={row['apgr_mean']:.4f} "
+                    f"pairs={row['pairs_apgr_mean']:.4f}"
+                )
+    best = max(table, key=lambda r: r["criterion"])
+    return best, table
+
+
+def write_manifest(directory: Path, fields: dict) -> None:
+    files = {
+        name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+        for name in fields.pop("file_names")
+    }
+    manifest = {"format_version": FORMAT_VERSION, **fields, "files": files}
+    tmp = directory / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(directory / MANIFEST_NAME)
+
+
+def update_manifest(directory: Path, **fields) -> None:
+    path = directory / MANIFEST_NAME
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def calibration_table(scores: np.ndarray) -> dict:
+    """Threshold for each strong share: route to strong when score >= threshold."""
+    thresholds = [float(np.quantile(scores, 1.0 - f)) for f in CALIBRATION_FRACTIONS]
+    return {
+        "strong_fraction": CALIBRATION_FRACTIONS,
+        "threshold": [round(t, 6) for t in thresholds],
+        "n_prompts": int(len(scores)),
+        "measured_on": "training-pool prompts (../shared/data/train), int8 artifact",
+    }
+
+
+def calibration_batches(pool, train_idx, out: Path, args, n: int = 256, size: int = 16):
+    """Activation-range calibration data: a seeded sample of training prompts (never eval/)."""
+    rng = np.random.default_rng(args.seed)
+    texts = [pool.texts[i] for i in rng.choice(train_idx, size=min(n, len(train_idx)), replace=False)]
+    tok = BatchTokenizer(out / "tokenizer.json", args.max_tokens)
+    return [tok(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+
+def save_tokenizer(folder: Path, max_tokens: int, dst: Path) -> None:
+    load_tokenizer(folder, max_tokens).save(str(dst))
+
+
+def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validator, summary):
+    sources = np.array(pool.sources)
+    print("[mf] choosing variant, stand-in and scoring on the train hold-out")
+    best, grid = choose_mf(pool, emb, train_idx, val_idx, validator, args.mf_epochs, args.choice_seeds)
+    print(f"[mf] chose {best['variant']} / stand-in {best['stand_in']} / {best['scoring']}")
+    base = dataclasses.replace(MF_VARIANTS[best["variant"]], epochs=args.mf_epochs)
+    strong, weak = pool.model_index(best["stand_in"]), pool.model_index(DEFAULT_WEAK)
+    heads, seed_metrics = [], []
+    for seed in range(args.seeds):
+        cfg = dataclasses.replace(base, seed=args.seed + seed)
+        head = train_mf(emb, pool.outcome, pool.observed, sources, train_idx, cfg, val_idx)
+        heads.append(head)
+        metrics = validator(mf_scores(predict_logits(head, emb), strong, weak, best["scoring"]))
+        seed_metrics.append({"seed": cfg.seed, **metrics})
+        print(f"[mf] seed {cfg.seed}: hold-out apgr_mean={metrics['apgr_mean']:.4f}")
+    seeds_dir = args.cache / "mf_seeds"
+    seeds_dir.mkdir(parents=True, exist_ok=True)
+    for seed, head in enumerate(heads):
+        torch.save(head.state_dict(), seeds_dir / f"head_seed{args.seed + seed}.pt")
+    json.dump({"config": base.to_dict(), "n_models": len(pool.models)}, open(seeds_dir / "config.json", "w"))
+
+    out = args.output / "mf"
+    out.mkdir(parents=True, exist_ok=True)
+    graph = MFGraph(encoder, heads[0]).eval()
+    fp32 = args.cache / "mf_fp32.onnx"
+    export_onnx(graph, fp32, {"embedding": 2, "logits": 2})
+    save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
+    quant = quantize_int8(fp32, out / "model.onnx", calibration_batches(pool, train_idx, out, args))
+
+    report: dict = {}
+    tok_file = out / "tokenizer.json"
+    parity = [pool.texts[i] for i in val_idx[: args.parity_prompts]]
+    ref_emb = run_torch(encoder, tok_file, args.max_tokens, parity)
+    ref_logits = run_torch(graph, tok_file, args.max_tokens, parity, output_index=1)
+    onnx_emb = run_onnx(fp32, tok_file, args.max_tokens, parity, "embedding")
+    onnx_logits = run_onnx(fp32, tok_file, args.max_tokens, parity, "logits")
+    diff = float(max(np.abs(ref_emb - onnx_emb).max(), np.abs(ref_logits - onnx_logits).max()))
+    check_fp32_parity(report, diff, len(parity))
+    int8_emb = run_onnx(out / "model.onnx", tok_file, args.max_tokens, parity, "embedding")
+    cmean, cmin = cosine_stats(onnx_emb, int8_emb)
+    check(
+        report,
+        "int8_vs_fp32_cosine",
+        cmean >= 0.99 and cmin >= 0.97,
+        f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
+    )
+    val_texts = [pool.texts[i] for i in val_idx]
+    label = validator.strong[val_idx] > validator.weak[val_idx]
+    keep = ~np.isnan(validator.strong[val_idx]) & ~np.isnan(validator.weak[val_idx])
+    aucs = {}
+    for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
+        lg = run_onnx(path, tok_file, args.max_tokens, val_texts, "logits")
+        aucs[name] = auc(mf_scores(lg, strong, weak, best["scoring"])[keep], label[keep])
+    check_int8_auc(report, aucs)
+
+    aliases = json.loads((args.data / "model_aliases.json").read_text())
+    aliases = {k: v for k, v in aliases.items() if v in pool.models}
+    fields = {
+        "kind": "mf",
+        "name": "mf",
+        "artifact_version": time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8],
+        "onnx": {
+            "model": "model.onnx",
+            "inputs": ["input_ids", "attention_mask"],
+            "outputs": ["embedding", "logits"],
+            "quantization": quant,
+        },
+        "tokenizer": "tokenizer.json",
+        "max_tokens": args.max_tokens,
+        "models": pool.models,
+        "default_pair": {"strong": DEFAULT_STRONG, "weak": DEFAULT_WEAK},
+        "stand_ins": {} if best["stand_in"] == DEFAULT_STRONG else {DEFAULT_STRONG: best["stand_in"]},
+        "scoring": best["scoring"],
+        "variant": best["variant"],
+        "aliases": aliases,
+        "calibration": {},
+        "validation": {
+            "chosen": best,
+            "seeds": seed_metrics,
+            "grid": grid,
+            "int8_auc": aucs,
+            "procedure": VALIDATION_NOTE,
+        },
+        "export_checks": report,
+        "training": {
+            **summary,
+            "config": base.to_dict(),
+            "seeds": args.seeds,
+            "encoder": ENCODER_NAME,
+            "encoder_frozen": True,
+        },
+        "license": license_note(enc_folder),
+        "file_names": ["model.onnx", "tokenizer.json"],
+    }
+    write_manifest(out, fields)
+    calibrate_and_finish(out, MFRouter, pool.texts)
+    return out
+
+
+def calibrate_and_finish(directory: Path, router_cls, texts: list[str]) -> None:
+    router = router_cls(directory)
+    scores = router.score(texts)
+    table = calibration_table(scores)
+    default = table["threshold"][CALIBRATION_FRACTIONS.index(0.5)]
+    update_manifest(directory, calibration=table, default_threshold=default)
+    print(f"[{directory.name}] calibrated on {len(texts)} prompts; 50% strong at threshold {default}")
+
+
+def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
+    tokenizer = load_tokenizer(enc_folder, args.max_tokens)
+    strong_cols = [pool.model_index(m) for m in STRONG_TIER if m in pool.models]
+    weak_cols = [pool.model_index(m) for m in WEAK_TIER if m in pool.models]
+    labels, has_pair = three_class_labels(pool.outcome, pool.observed, strong_cols, weak_cols)
+    tr, va = train_idx[has_pair[train_idx]], val_idx[has_pair[val_idx]]
+    full = np.full(len(pool.texts), np.nan)
+
+    def val_metric(probs: np.ndarray) -> float:
+        full[va] = probs[:, 0]
+        return validator(full)["apgr_mean"]
+
+    cfg = BertConfig(epochs=args.bert_epochs, seed=args.seed)
+    encoder = load_encoder(enc_folder)  # a fresh copy: MF keeps the frozen one
+    model, history = train_bert(
+        encoder, tokenizer, pool.texts, labels, np.array(pool.sources), tr, va, cfg, val_metric
+    )
+    full[va] = predict(model, tokenizer, pool.texts, va)[:, 0]
+    metrics = validator(full)
+    print(f"[bert] hold-out apgr_mean={metrics['apgr_mean']:.4f}")
+
+    out = args.output / "bert"
+    out.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
+    graph = ClassifierGraph(model).eval()
+    fp32 = args.cache / "bert_fp32.onnx"
+    export_onnx(graph, fp32, {"probs": 2})
+    quant = quantize_int8(fp32, out / "model.onnx", calibration_batches(pool, train_idx, out, args))
+    tok_file = out / "tokenizer.json"
+    report: dict = {}
+    parity = [pool.texts[i] for i in va[: args.parity_prompts]]
+    ref = run_torch(graph, tok_file, args.max_tokens, parity)
+    got = run_onnx(fp32, tok_file, args.max_tokens, parity, "probs")
+    diff = float(np.abs(ref - got).max())
+    check_fp32_parity(report, diff, len(parity))
+    val_texts = [pool.texts[i] for i in va]
+    label = validator.strong[va] > validator.weak[va]
+    keep = ~np.isnan(validator.strong[va]) & ~np.isnan(validator.weak[va])
+    aucs = {}
+    for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
+        probs = run_onnx(path, tok_file, args.max_tokens, val_texts, "probs")
+        aucs[name] = auc(probs[:, 0][keep], label[keep])
+    check_int8_auc(report, aucs)
+    fields = {
+        "kind": "bert",
+        "name": "bert",
+        "artifact_version": time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8],
+        "onnx": {
+            "model": "model.onnx",
+            "inputs": ["input_ids", "attention_mask"],
+            "outputs": ["probs"],
+            "classes": ["strong_wins", "tie", "weak_wins"],
+            "quantization": quant,
+        },
+        "tokenizer": "tokenizer.json",
+        "max_tokens": args.max_tokens,
+        "default_pair": {"strong": DEFAULT_STRONG, "weak": DEFAULT_WEAK},
+        "tiers": {"strong": list(STRONG_TIER), "weak": list(WEAK_TIER)},
+        "calibration": {},
+        "validation": {**metrics, "epochs": history, "int8_auc": aucs, "procedure": VALIDATION_NOTE},
+        "export_checks": report,
+        "training": {
+            **summary,
+            "config": cfg.to_dict(),
+            "labelled_prompts": int(has_pair.sum()),
+            "encoder": ENCODER_NAME,
+            "encoder_frozen": False,
+        },
+        "license": license_note(enc_folder),
+        "file_names": ["model.onnx", "tokenizer.json"],
+    }
+    write_manifest(out, fields)
+    calibrate_and_finish(out, BertRouter, pool.texts)
+    return out
+
+
+VALIDATION_NOTE = (
+    "Prompt-level 20% hold-out of train/, stratified by source. Per source, the RouteLLM APGR "
+    "procedure with gpt-4-1106-preview's outcome where labelled (else the strong tier's mean) "
+    "against Mixtral-8x7B-Instruct's (else the weak tier's mean). eval/ is never read."
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m export.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    p.add_argument("--output", type=Path, default=Path("models_onnx"))
+    p.add_argument("--cache", type=Path, default=Path(".cache/export"))
+    p.add_argument("--encoder-dir", type=Path, default=None)
+    p.add_argument("--routers", nargs="+", default=["mf", "bert"], choices=["mf", "bert"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=5, help="MF training seeds (the first is shipped)")
+    p.add_argument("--choice-seeds", type=int, default=2)
+    p.add_argument("--mf-epochs", type=int, default=60)
+    p.add_argument("--bert-epochs", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--holdout", type=float, default=0.2)
+    p.add_argument("--parity-prompts", type=int, default=256)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.time()
+    pool = load_pool(args.data)
+    train_idx, val_idx = split_prompts(pool, args.holdout, args.seed)
+    summary = {
+        **pool.summary(),
+        "train_prompts": int(len(train_idx)),
+        "holdout_prompts": int(len(val_idx)),
+        "split_seed": args.seed,
+        "sources": "../shared/data/train (see its README for origins and licenses)",
+    }
+    validator = HoldoutValidator(pool, val_idx)
+    enc_folder = locate_encoder(args.encoder_dir)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if "mf" in args.routers:
+        encoder = load_encoder(enc_folder)
+        tokenizer = load_tokenizer(enc_folder, args.max_tokens)
+        emb = cached_embeddings(
+            args.cache,
+            [ENCODER_NAME, str(args.max_tokens)],
+            pool.texts,
+            lambda: embed_texts(encoder, tokenizer, pool.texts),
+        )
+        export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validator, summary)
+    if "bert" in args.routers:
+        export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary)
+    if set(args.routers) == {"mf", "bert"} and args.output.resolve() == (ROOT / "models_onnx").resolve():
+        print(f"[reference] wrote {write_reference(args.output)}")
+    print(f"done in {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""The `lmroute` command line: eval, calibrate, routers (serve and route come with the service)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.errors import LmrouteError, UnknownRouterError
+from service.policy.calibration import (
+    check_strong_fraction,
+    threshold_for_fraction,
+    threshold_from_scores,
+)
+from service.routers import ROUTER_NAMES, default_artifact_dir, load_router
+from service.routers.session import SessionOptions
+
+
+def _session_options(args: argparse.Namespace) -> SessionOptions:
+    providers = tuple(args.providers.split(",")) if args.providers else SessionOptions().providers
+    return SessionOptions(providers=providers, intra_op_threads=args.threads)
+
+
+def _artifact_dir(args: argparse.Namespace, name: str) -> Path | None:
+    return Path(args.models_dir) / name if args.models_dir else None
+
+
+def _check_router_names(names: Sequence[str]) -> None:
+    for name in names:
+        if name not in ROUTER_NAMES:
+            raise UnknownRouterError(name, list(ROUTER_NAMES))
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt a line (.txt), or a `prompt` / `text` field per line (.jsonl)."""
+    if not path.is_file():
+        raise LmrouteError(f"prompts file not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        prompts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LmrouteError(f"{path}:{number}: not JSON: {exc}") from exc
+            text = row.get("prompt", row.get("text")) if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                raise LmrouteError(f"{path}:{number}: needs a string 'prompt' or 'text' field")
+            prompts.append(text)
+    else:
+        prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise LmrouteError(f"{path}: no prompts")
+    return prompts
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from service.evaluation import evaluate, format_table, resolve_benchmarks
+
+    _check_router_names(args.routers)
+    benchmarks = resolve_benchmarks(args.benchmark)
+    options = _session_options(args)
+    routers = {name: load_router(name, _artifact_dir(args, name), options, seed=0) for name in args.routers}
+    results = evaluate(
+        routers, benchmarks, Path(args.data), Path(args.output), random_seeds=args.random_seeds
+    )
+    print(format_table(results))
+    print(f"\nwrote {args.output}/results.csv, results.json and a PNG per benchmark")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    _check_router_names(args.routers)
+    fraction = check_strong_fraction(args.strong_model_pct)
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else None
+    for name in args.routers:
+        if prompts is None and name == "random":
+            threshold = 1.0 - fraction  # uniform scores
+        elif prompts is None:
+            from service.routers.manifest import load_manifest
+
+            manifest = load_manifest(_artifact_dir(args, name) or default_artifact_dir(name))
+            threshold = threshold_for_fraction(manifest.calibration, fraction)
+        else:
+            router = load_router(name, _artifact_dir(args, name), _session_options(args), seed=0)
+            threshold = threshold_from_scores(router.score(prompts), fraction)
+        print(f"For {fraction * 100:.1f}% strong model calls for {name}, threshold = {threshold:.5f}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Score one prompt in-process and print the decision as JSON."""
+    from service.routers import check_threshold
+
+    _check_router_names([args.router])
+    router = load_router(args.router, _artifact_dir(args, args.router), _session_options(args))
+    strong, weak = router.default_pair
+    strong, weak = args.strong_model or strong, args.weak_model or weak
+    if args.threshold is not None:
+        threshold = check_threshold(args.threshold)
+    elif args.strong_fraction is not None:
+        threshold = threshold_for_fraction(router.manifest.calibration, args.strong_fraction)
+    else:
+        threshold = float(router.default_threshold)
+    score = float(router.score([args.prompt], strong, weak)[0])
+    chosen = strong if score >= threshold else weak
+    print(
+        json.dumps(
+            {
+                "model": chosen,
+                "strong": chosen == strong,
+                "strong_win_rate": round(score, 6),
+                "threshold": threshold,
+                "router": args.router,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_routers(args: argparse.Namespace) -> int:
+    from service.routers.manifest import load_manifest
+
+    for name in ROUTER_NAMES:
+        if name == "random":
+            print("random    seedable uniform scores (a baseline)")
+            continue
+        directory = _artifact_dir(args, name) or default_artifact_dir(name)
+        try:
+            m = load_manifest(directory)
+        except LmrouteError as exc:
+            print(f"{name:9s} unavailable: {exc}")
+            continue
+        strong, weak = m.default_pair
+        print(
+            f"{name:9s} version {m.version}  {strong} vs {weak}  "
+            f"default threshold {m.raw.get('default_threshold')}  ({directory})"
+        )
+    return 0
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", help="folder holding <router>/manifest.json (default: models_onnx)")
+    p.add_argument(
+        "--providers", help="onnxruntime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider"
+    )
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmroute", description="LLM routing: strong or weak model?")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate routers on the RouteLLM benchmarks")
+    p.add_argument("--routers", nargs="+", required=True, metavar="ROUTER")
+    p.add_argument("--benchmark", default="all", help="mt-bench | mmlu | gsm8k | all")
+    p.add_argument("--data", default="../shared/data/eval", help="the eval data folder")
+    p.add_argument("--output", default="eval_results", help="folder for CSV, JSON, PNG and caches")
+    p.add_argument("--random-seeds", type=int, default=10)
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="threshold for a target share of strong calls")
+    p.add_argument("--routers", nargs="+", required=True, metavar="ROUTER")
+    p.add_argument("--strong-model-pct", type=float, required=True, help="share in (0, 1), e.g. 0.5")
+    p.add_argument("--prompts", help=".txt (one prompt a line) or .jsonl (prompt/text field)")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("route", help="route one prompt (in-process, on the local artifacts)")
+    p.add_argument("prompt")
+    p.add_argument("--router", default="mf")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="strong when score >= threshold, in [0, 1]")
+    group.add_argument("--strong-fraction", type=float, help="use the calibrated threshold for this share")
+    p.add_argument("--strong-model", help="override the default strong model")
+    p.add_argument("--weak-model", help="override the default weak model")
+    p.add_argument("--local", action="store_true", help="score in-process (the default for now)")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("routers", help="list routers and their artifacts")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_routers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmrouteError as exc:
+        print(f"lmroute: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The matrix-factorisation router: one ONNX run gives every known model's logit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.errors import UnknownModelError
+from service.routers.onnx_router import OnnxRouter
+
+LOGITS = "logits"
+EMBEDDING = "embedding"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class MFRouter(OnnxRouter):
+    """Scores P(strong beats weak | prompt) from per-model logits.
+
+    The manifest's `scoring` says how two logits become a win rate:
+    - "bradley_terry": sigmoid(logit_strong - logit_weak) (RouteLLM's MF);
+    - "expected_gain": 0.5 + 0.5 * (sigmoid(logit_strong) - sigmoid(logit_weak)), the win rate
+      with ties counted as half when sigmoid(logit_k) is P(model k answers well).
+    A model may have a declared stand-in (e.g. a GPT-4-class model with more labels).
+    """
+
+    kind = "mf"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        raw = self.manifest.raw
+        self.models: list[str] = list(raw["models"])
+        self._index = {m: i for i, m in enumerate(self.models)}
+        self._aliases: dict[str, str] = dict(raw.get("aliases", {}))
+        self._stand_ins: dict[str, str] = dict(raw.get("stand_ins", {}))
+        self.scoring: str = raw.get("scoring", "bradley_terry")
+        if self.scoring not in ("bradley_terry", "expected_gain"):
+            raise ValueError(f"unknown scoring rule {self.scoring!r} in {self.manifest.directory}")
+
+    def canonical(self, model: str) -> str:
+        """Canonical model name, or UnknownModelError listing the known ones."""
+        for candidate in (model, model.split("/")[-1], model.lower(), model.split("/")[-1].lower()):
+            name = self._aliases.get(candidate, candidate)
+            if name in self._index:
+                return name
+        raise UnknownModelError(model, self.models)
+
+    def column(self, model: str) -> int:
+        name = self.canonical(model)
+        return self._index[self._stand_ins.get(name, name)]
+
+    def logits(self, prompts: Sequence[str]) -> np.ndarray:
+        """[n_prompts, n_models] logits, in manifest model order."""
+        return self.run_chunked(prompts, [LOGITS])[0]
+
+    def scores_from_logits(self, logits: np.ndarray, strong: int, weak: int) -> np.ndarray:
+        ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
+        if self.scoring == "bradley_terry":
+            return _sigmoid(ls - lw)
+        return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        strong_model: str | None = None,
+        weak_model: str | None = None,
+    ) -> np.ndarray:
+        strong, weak = self.default_pair
+        s, w = self.column(strong_model or strong), self.column(weak_model or weak)
+        return self.scores_from_logits(self.logits(prompts), s, w)

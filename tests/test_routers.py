@@ -1,0 +1,129 @@
+"""The inference library on the shipped ONNX artifacts: scores, truncation, names, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidThresholdError, UnknownModelError, UnknownRouterError
+from service.routers import RandomRouter, check_threshold, load_router
+from tests.conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures"
+EDGE_PROMPTS = ["", "   \n\t ", "🙂🚀🔥", "请用三句话解释量子纠缠。", "a"]
+
+
+def reference() -> tuple[list[str], dict]:
+    prompts = json.loads((FIXTURES / "reference_prompts.json").read_text(encoding="utf-8"))
+    scores = json.loads((FIXTURES / "reference_scores.json").read_text(encoding="utf-8"))
+    return prompts, scores
+
+
+@pytest.mark.parametrize("name", ["mf", "bert"])
+def test_scores_match_the_stored_reference(name: str, request: pytest.FixtureRequest) -> None:
+    router = request.getfixturevalue(f"{name}_router")
+    prompts, stored = reference()
+    assert len(prompts) == 20
+    assert stored[name]["artifact_hash"] == router.artifact_hash, (
+        "the shipped artifact changed: re-run `python -m export.reference` if that was intended"
+    )
+    np.testing.assert_allclose(router.score(prompts), stored[name]["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mf", "bert"])
+def test_batched_scores_equal_one_at_a_time(name: str, request: pytest.FixtureRequest) -> None:
+    # static int8: a prompt's score must not depend on what shares its batch
+    router = request.getfixturevalue(f"{name}_router")
+    prompts, _ = reference()
+    batched = router.score(prompts)
+    single = np.array([router.score([p])[0] for p in prompts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    reordered = router.score(prompts[::-1])[::-1]
+    np.testing.assert_allclose(batched, reordered, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mf", "bert"])
+def test_a_10000_token_prompt_is_truncated_not_rejected(name: str, request) -> None:
+    router = request.getfixturevalue(f"{name}_router")
+    long_prompt = "word " * 10_000
+    ids, mask = router.tokenizer([long_prompt, "short"])
+    assert ids.shape == (2, router.manifest.max_tokens)
+    assert mask[1].sum() < router.manifest.max_tokens  # padded to the longest, not beyond
+    truncated = "word " * (router.manifest.max_tokens * 2)
+    score_long, score_cut = router.score([long_prompt, truncated])
+    assert 0.0 <= score_long <= 1.0
+    assert score_long == pytest.approx(score_cut, abs=1e-6)  # only the first max_tokens count
+
+
+@pytest.mark.parametrize("name", ["mf", "bert"])
+def test_empty_whitespace_emoji_and_chinese_prompts_get_a_defined_score(name: str, request) -> None:
+    router = request.getfixturevalue(f"{name}_router")
+    scores = router.score(EDGE_PROMPTS)
+    assert scores.shape == (len(EDGE_PROMPTS),)
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    # whitespace-only normalises to the empty prompt: the same defined score
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+
+
+def test_mf_scores_any_known_pair(mf_router) -> None:
+    prompts = ["Prove Fermat's little theorem.", "hello"]
+    default = mf_router.score(prompts)
+    explicit = mf_router.score(prompts, "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
+    np.testing.assert_allclose(default, explicit)
+    # the raw spellings used in eval data canonicalise through the aliases
+    aliased = mf_router.score(prompts, "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    np.testing.assert_allclose(default, aliased)
+    other = mf_router.score(prompts, "gpt-4o", "llama-3.1-8b-instruct")
+    assert not np.allclose(other, default)
+    swapped = mf_router.score(prompts, "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview")
+    np.testing.assert_allclose(swapped, 1.0 - default, atol=1e-9)  # P(a beats b) = 1 - P(b beats a)
+
+
+def test_mf_logits_cover_every_known_model(mf_router) -> None:
+    logits = mf_router.logits(["one", "two", "three"])
+    assert logits.shape == (3, len(mf_router.models))
+    assert len(mf_router.models) >= 70
+
+
+def test_mf_unknown_model_lists_the_known_ones(mf_router) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        mf_router.score(["hi"], "gpt-17-ultra", "mixtral-8x7b-instruct-v0.1")
+    assert "gpt-17-ultra" in str(info.value) and "gpt-4o" in str(info.value)
+
+
+def test_bert_accepts_any_model_names(bert_router) -> None:
+    prompts = ["Prove Fermat's little theorem.", "hello"]
+    np.testing.assert_allclose(bert_router.score(prompts), bert_router.score(prompts, "any", "names"))
+    probs = bert_router.probabilities(prompts)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_random_router_is_seedable() -> None:
+    a = RandomRouter(7).score(["x"] * 100)
+    b = RandomRouter(7).score(["x"] * 100)
+    c = RandomRouter(8).score(["x"] * 100)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert ((a >= 0) & (a < 1)).all()
+    assert RandomRouter(7).with_seed(8).score(["x"] * 100).tolist() == c.tolist()
+
+
+def test_unknown_router_lists_the_available_ones() -> None:
+    with pytest.raises(UnknownRouterError) as info:
+        load_router("sw_rankingz")
+    message = str(info.value)
+    assert "sw_rankingz" in message and "mf" in message and "bert" in message and "random" in message
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.5, math.nan, "abc", None])
+def test_bad_thresholds_are_refused(bad) -> None:
+    with pytest.raises(InvalidThresholdError):
+        check_threshold(bad)
+
+
+@pytest.mark.parametrize("good", [0.0, 0.116, 1.0, "0.5"])
+def test_good_thresholds_pass(good) -> None:
+    assert 0.0 <= check_threshold(good) <= 1.0
