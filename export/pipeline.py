@@ -258,7 +258,8 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
     tokenizer = load_tokenizer(enc_folder, args.max_tokens)
     strong_cols = [pool.model_index(m) for m in STRONG_TIER if m in pool.models]
     weak_cols = [pool.model_index(m) for m in WEAK_TIER if m in pool.models]
-    labels, has_pair = three_class_labels(pool.outcome, pool.observed, strong_cols, weak_cols)
+    exact = (pool.model_index(DEFAULT_STRONG), pool.model_index(DEFAULT_WEAK))
+    labels, has_pair = three_class_labels(pool.outcome, pool.observed, strong_cols, weak_cols, exact)
     tr, va = train_idx[has_pair[train_idx]], val_idx[has_pair[val_idx]]
     full = np.full(len(pool.texts), np.nan)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import LmrouteError, UnknownRouterError
+from service.logging_setup import LEVELS, configure_logging
 from service.policy.calibration import (
     check_strong_fraction,
     threshold_for_fraction,
@@ -149,6 +150,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
         "--providers", help="onnxruntime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider"
     )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime default)")
+    p.add_argument("--log-level", default="warning", choices=LEVELS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # command output goes to stdout; logs (JSON) to stderr, so both stay machine-readable
+    configure_logging(args.log_level, sys.stderr)
     try:
         return args.func(args)
     except LmrouteError as exc:
