@@ -33,18 +33,9 @@ class BertConfig:
 
 
 def three_class_labels(
-    outcome: np.ndarray,
-    observed: np.ndarray,
-    strong_cols: list[int],
-    weak_cols: list[int],
-    exact_pair: tuple[int, int] | None = None,
+    outcome: np.ndarray, observed: np.ndarray, strong_cols: list[int], weak_cols: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Soft [P(strong wins), P(tie), P(weak wins)] per prompt, and whether it has any pair.
-
-    Where the exact default pair is labelled, its own outcome is the (one-hot) label: the
-    tiers also hold 2023-era chat models far weaker than the default weak model, whose
-    losses would teach "chat prompt -> strong wins".
-    """
+    """Soft [P(strong wins), P(tie), P(weak wins)] per prompt, and whether it has any pair."""
     s_val, s_obs = outcome[:, strong_cols], observed[:, strong_cols]
     w_val, w_obs = outcome[:, weak_cols], observed[:, weak_cols]
     diff = s_val[:, :, None] - w_val[:, None, :]
@@ -54,13 +45,6 @@ def three_class_labels(
     losses = ((diff < 0) * both).sum((1, 2))
     ties = n - wins - losses
     labels = np.stack([wins, ties, losses], axis=1) / np.maximum(n, 1)[:, None]
-    if exact_pair is not None:
-        s, w = exact_pair
-        both_labelled = observed[:, s] & observed[:, w]
-        gap = np.sign(outcome[:, s] - outcome[:, w])
-        exact = np.stack([gap > 0, gap == 0, gap < 0], axis=1).astype(np.float32)
-        labels[both_labelled] = exact[both_labelled]
-        n = np.where(both_labelled, 1, n)
     return labels.astype(np.float32), n > 0
 
 

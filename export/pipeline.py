@@ -202,47 +202,45 @@ def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validato
     check_int8_auc(report, aucs)
 
     aliases = json.loads((args.data / "model_aliases.json").read_text())
-    aliases = {k: v for k, v in aliases.items() if v in pool.models}
+    specific = {
+        "onnx": {"outputs": ["embedding", "logits"]},
+        "models": pool.models,
+        "stand_ins": {} if best["stand_in"] == DEFAULT_STRONG else {DEFAULT_STRONG: best["stand_in"]},
+        "scoring": best["scoring"],
+        "variant": best["variant"],
+        "aliases": {k: v for k, v in aliases.items() if v in pool.models},
+        "validation": {"chosen": best, "seeds": seed_metrics, "grid": grid, "int8_auc": aucs},
+        "training": {"config": base.to_dict(), "seeds": args.seeds, "encoder_frozen": True},
+    }
+    finish_artifact(out, MFRouter, args, pool, enc_folder, summary, quant, report, specific)
+    return out
+
+
+def finish_artifact(out, router_cls, args, pool, enc_folder, summary, quant, report, specific) -> None:
+    """Write the manifest (common fields + the router's own), then calibrate through the runtime."""
     fields = {
-        "kind": "mf",
-        "name": "mf",
+        "kind": router_cls.kind,
+        "name": router_cls.kind,
         "artifact_version": time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8],
         "onnx": {
             "model": "model.onnx",
             "inputs": ["input_ids", "attention_mask"],
-            "outputs": ["embedding", "logits"],
             "quantization": quant,
+            **specific.pop("onnx"),
         },
         "tokenizer": "tokenizer.json",
         "max_tokens": args.max_tokens,
-        "models": pool.models,
         "default_pair": {"strong": DEFAULT_STRONG, "weak": DEFAULT_WEAK},
-        "stand_ins": {} if best["stand_in"] == DEFAULT_STRONG else {DEFAULT_STRONG: best["stand_in"]},
-        "scoring": best["scoring"],
-        "variant": best["variant"],
-        "aliases": aliases,
         "calibration": {},
-        "validation": {
-            "chosen": best,
-            "seeds": seed_metrics,
-            "grid": grid,
-            "int8_auc": aucs,
-            "procedure": VALIDATION_NOTE,
-        },
+        **specific,
         "export_checks": report,
-        "training": {
-            **summary,
-            "config": base.to_dict(),
-            "seeds": args.seeds,
-            "encoder": ENCODER_NAME,
-            "encoder_frozen": True,
-        },
         "license": license_note(enc_folder),
         "file_names": ["model.onnx", "tokenizer.json"],
     }
+    fields["validation"]["procedure"] = VALIDATION_NOTE
+    fields["training"] = {**summary, "encoder": ENCODER_NAME, **fields["training"]}
     write_manifest(out, fields)
-    calibrate_and_finish(out, MFRouter, pool.texts)
-    return out
+    calibrate_and_finish(out, router_cls, pool.texts)
 
 
 def calibrate_and_finish(directory: Path, router_cls, texts: list[str]) -> None:
@@ -258,8 +256,7 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
     tokenizer = load_tokenizer(enc_folder, args.max_tokens)
     strong_cols = [pool.model_index(m) for m in STRONG_TIER if m in pool.models]
     weak_cols = [pool.model_index(m) for m in WEAK_TIER if m in pool.models]
-    exact = (pool.model_index(DEFAULT_STRONG), pool.model_index(DEFAULT_WEAK))
-    labels, has_pair = three_class_labels(pool.outcome, pool.observed, strong_cols, weak_cols, exact)
+    labels, has_pair = three_class_labels(pool.outcome, pool.observed, strong_cols, weak_cols)
     tr, va = train_idx[has_pair[train_idx]], val_idx[has_pair[val_idx]]
     full = np.full(len(pool.texts), np.nan)
 
@@ -298,36 +295,18 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
         probs = run_onnx(path, tok_file, args.max_tokens, val_texts, "probs")
         aucs[name] = auc(probs[:, 0][keep], label[keep])
     check_int8_auc(report, aucs)
-    fields = {
-        "kind": "bert",
-        "name": "bert",
-        "artifact_version": time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8],
-        "onnx": {
-            "model": "model.onnx",
-            "inputs": ["input_ids", "attention_mask"],
-            "outputs": ["probs"],
-            "classes": ["strong_wins", "tie", "weak_wins"],
-            "quantization": quant,
-        },
-        "tokenizer": "tokenizer.json",
-        "max_tokens": args.max_tokens,
-        "default_pair": {"strong": DEFAULT_STRONG, "weak": DEFAULT_WEAK},
+    specific = {
+        "onnx": {"outputs": ["probs"], "classes": ["strong_wins", "tie", "weak_wins"]},
         "tiers": {"strong": list(STRONG_TIER), "weak": list(WEAK_TIER)},
-        "calibration": {},
-        "validation": {**metrics, "epochs": history, "int8_auc": aucs, "procedure": VALIDATION_NOTE},
-        "export_checks": report,
+        "validation": {**metrics, "epochs": history, "int8_auc": aucs},
         "training": {
-            **summary,
             "config": cfg.to_dict(),
             "labelled_prompts": int(has_pair.sum()),
-            "encoder": ENCODER_NAME,
             "encoder_frozen": False,
+            "labels": "strong-tier vs weak-tier votes per prompt (soft 3-class)",
         },
-        "license": license_note(enc_folder),
-        "file_names": ["model.onnx", "tokenizer.json"],
     }
-    write_manifest(out, fields)
-    calibrate_and_finish(out, BertRouter, pool.texts)
+    finish_artifact(out, BertRouter, args, pool, enc_folder, summary, quant, report, specific)
     return out
 
 

@@ -93,10 +93,58 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gRPC service until SIGTERM/SIGINT; exits 0 after a graceful shutdown."""
+    import asyncio
+    import dataclasses
+    import signal
+
+    from service.config import load_config
+    from service.grpc.server import RouteServer
+
+    config = load_config(args.config)
+    if args.routers:
+        known = {r.name: r for r in config.routers}
+        from service.config import RouterConfig
+
+        config.routers = [known.get(name, RouterConfig(name)) for name in args.routers]
+    server_cfg = config.server
+    for key in ("host", "port", "metrics_port"):
+        if getattr(args, key) is not None:
+            server_cfg = dataclasses.replace(server_cfg, **{key: getattr(args, key)})
+    config.server = server_cfg
+    if args.models_dir:
+        config.models_dir = args.models_dir
+    if args.threads:
+        config.runtime.intra_op_threads = args.threads
+    if args.providers:
+        config.runtime.providers = args.providers.split(",")
+    if args.max_batch_size:
+        config.batching.max_batch_size = args.max_batch_size
+    config.log_level = args.log_level or config.log_level
+    config.validate()
+    configure_logging(config.log_level, sys.stdout)  # the service logs JSON on stdout
+
+    async def run() -> None:
+        server = RouteServer(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
-    """Score one prompt in-process and print the decision as JSON."""
+    """Route one prompt, in-process (default) or through a running service (--address)."""
     from service.routers import check_threshold
 
+    if args.address:
+        return _route_remote(args)
     _check_router_names([args.router])
     router = load_router(args.router, _artifact_dir(args, args.router), _session_options(args))
     strong, weak = router.default_pair
@@ -117,6 +165,40 @@ def cmd_route(args: argparse.Namespace) -> int:
                 "strong_win_rate": round(score, 6),
                 "threshold": threshold,
                 "router": args.router,
+            }
+        )
+    )
+    return 0
+
+
+def _route_remote(args: argparse.Namespace) -> int:
+    import grpc
+
+    from service.grpc.gen.lmroute.v1 import router_pb2, router_pb2_grpc
+
+    request = router_pb2.RouteRequest(prompt=args.prompt, router=args.router)
+    if args.threshold is not None:
+        request.threshold = args.threshold
+    if args.strong_fraction is not None:
+        request.strong_fraction = args.strong_fraction
+    request.strong_model = args.strong_model or ""
+    request.weak_model = args.weak_model or ""
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            reply = router_pb2_grpc.RouterStub(channel).Route(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise LmrouteError(f"{exc.code().name}: {exc.details()}") from exc
+    print(
+        json.dumps(
+            {
+                "model": reply.model,
+                "strong": reply.strong,
+                "strong_win_rate": round(reply.strong_win_rate, 6),
+                "threshold": reply.threshold,
+                "router": reply.router,
+                "reason": reply.reason,
+                "cached": reply.cached,
+                "request_id": reply.request_id,
             }
         )
     )
@@ -173,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("serve", help="run the gRPC Route service")
+    p.add_argument("--routers", nargs="+", metavar="ROUTER", help="routers to load (default: the config's)")
+    p.add_argument("--config", help="YAML config (see config.example.yaml)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--max-batch-size", type=int, help="1 turns batching off")
+    p.add_argument("--models-dir")
+    p.add_argument("--providers")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--log-level", choices=LEVELS, default=None)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("route", help="route one prompt (in-process, on the local artifacts)")
     p.add_argument("prompt")
     p.add_argument("--router", default="mf")
@@ -181,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--strong-fraction", type=float, help="use the calibrated threshold for this share")
     p.add_argument("--strong-model", help="override the default strong model")
     p.add_argument("--weak-model", help="override the default weak model")
-    p.add_argument("--local", action="store_true", help="score in-process (the default for now)")
+    p.add_argument("--address", help="host:port of a running `lmroute serve` (default: in-process)")
+    p.add_argument("--local", action="store_true", help="score in-process (the default)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds, with --address")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_route)
 
@@ -194,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # command output goes to stdout; logs (JSON) to stderr, so both stay machine-readable
-    configure_logging(args.log_level, sys.stderr)
+    configure_logging(args.log_level or "warning", sys.stderr)
     try:
         return args.func(args)
     except LmrouteError as exc:

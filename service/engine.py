@@ -1,0 +1,329 @@
+"""The transport-free routing core: request -> validate -> (cache | batch -> score) -> decide.
+
+The gRPC server, the gateway and the SDK are thin adapters over RoutingEngine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from service.batching import Batcher, estimate_tokens
+from service.config import Config, RouterConfig
+from service.errors import LmrouteError, UnknownModelError, UnknownRouterError
+from service.metrics import Metrics
+from service.policy.calibration import threshold_for_fraction
+from service.policy.rules import match_rule
+from service.routers import BertRouter, MFRouter, RandomRouter, SessionOptions, load_router
+from service.routers.bert import PROBS
+from service.routers.mf import LOGITS
+
+log = structlog.get_logger(__name__)
+NOT_SCORED = -1.0  # strong_win_rate of a decision made by a policy rule, without scoring
+
+
+class InvalidRequestError(LmrouteError):
+    """Bad input: the transports answer INVALID_ARGUMENT / HTTP 400 with this message."""
+
+
+@dataclass
+class RouteInput:
+    prompt: str = ""
+    messages: Sequence[tuple[str, str]] = ()
+    router: str = ""
+    threshold: float | None = None
+    strong_fraction: float | None = None
+    strong_model: str = ""
+    weak_model: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+
+
+@dataclass
+class Decision:
+    model: str
+    strong: bool
+    strong_win_rate: float
+    threshold: float
+    router: str
+    cached: bool
+    request_id: str
+    reason: str
+    batch_size: int = 0
+
+
+@dataclass
+class _Plan:
+    """A validated request, ready to score."""
+
+    text: str
+    router: str
+    strong: str
+    weak: str
+    threshold: float
+    request_id: str
+    rule: str | None = None
+    forced: str | None = None  # "strong" | "weak" from a policy rule
+
+
+def normalize_prompt(text: str) -> str:
+    """Whitespace-collapsed text: the tokenizers split on whitespace, so scores do not change."""
+    return " ".join(text.split())
+
+
+def prompt_from_messages(messages: Sequence[tuple[str, str]]) -> str:
+    """RouteLLM's behaviour: route on the last user message."""
+    for role, content in reversed(messages):
+        if role == "user":
+            return content
+    raise InvalidRequestError(
+        "messages has no user turn; routing needs at least one message with role 'user'"
+    )
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+class _RouterSlot:
+    """One configured router: its model, batcher, pair and default threshold."""
+
+    def __init__(self, cfg: RouterConfig, router, batcher: Batcher | None) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.batcher = batcher
+        strong, weak = router.default_pair
+        self.strong = cfg.strong_model or strong
+        self.weak = cfg.weak_model or weak
+        if cfg.default_threshold is not None:
+            self.default_threshold = float(cfg.default_threshold)
+        else:
+            self.default_threshold = float(getattr(router, "default_threshold", 0.5))
+
+    @property
+    def calibration(self) -> dict | None:
+        return self.router.manifest.calibration if isinstance(self.router, (MFRouter, BertRouter)) else None
+
+    def scores(self, rows: np.ndarray, strong: str, weak: str) -> np.ndarray:
+        if isinstance(self.router, MFRouter):
+            return self.router.scores_from_logits(rows, self.router.column(strong), self.router.column(weak))
+        return rows[:, 0].astype(np.float64)  # bert: P(strong wins)
+
+
+class RoutingEngine:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._slots: dict[str, _RouterSlot] = {}
+        self._cache = _LRU(config.cache_size)
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every configured router, start its batcher and warm it up."""
+        options = SessionOptions(
+            providers=tuple(self.config.runtime.providers),
+            intra_op_threads=self.config.runtime.intra_op_threads,
+        )
+        models_dir = Path(self.config.models_dir) if self.config.models_dir else None
+        for cfg in self.config.routers:
+            artifact = cfg.artifact_dir or (str(models_dir / cfg.name) if models_dir else None)
+            router = await asyncio.to_thread(load_router, cfg.name, artifact, options, cfg.seed)
+            batcher = None
+            if isinstance(router, (MFRouter, BertRouter)):
+                output = LOGITS if isinstance(router, MFRouter) else PROBS
+                batcher = Batcher(
+                    cfg.name,
+                    lambda texts, r=router, o=output: r.run(texts, [o])[0],
+                    estimate_tokens(router.manifest.max_tokens),
+                    self.config.batching,
+                    self.metrics,
+                    provider=router.provider,
+                )
+                batcher.start()
+            slot = _RouterSlot(cfg, router, batcher)
+            for model in (slot.strong, slot.weak):  # a bad configured pair fails at start
+                if isinstance(router, MFRouter):
+                    router.canonical(model)
+            self._slots[cfg.name] = slot
+            if batcher is not None:  # the first run allocates: keep that off a real request
+                await asyncio.to_thread(router.run, ["warm-up"], [output])
+        self.ready = True
+        log.info("engine_ready", **self.describe())
+
+    async def close(self, timeout: float | None = None) -> None:
+        self.ready = False
+        await asyncio.gather(*(s.batcher.close(timeout) for s in self._slots.values() if s.batcher))
+
+    def describe(self) -> dict:
+        b = self.config.batching
+        return {
+            "routers": {
+                name: {
+                    "kind": getattr(s.router, "kind", "random") or "random",
+                    "artifact_version": s.router.manifest.version if s.batcher else "",
+                    "artifact_hash": s.router.artifact_hash,
+                    "provider": getattr(s.router, "provider", "none"),
+                    "pair": [s.strong, s.weak],
+                    "default_threshold": s.default_threshold,
+                }
+                for name, s in self._slots.items()
+            },
+            "intra_op_threads": self.config.runtime.intra_op_threads,
+            "batching": {
+                "max_batch_size": b.max_batch_size,
+                "max_batch_tokens": b.max_batch_tokens,
+                "max_wait_us": b.max_wait_us,
+                "max_queue": b.max_queue,
+            },
+            "cache_size": self.config.cache_size,
+        }
+
+    @property
+    def router_names(self) -> list[str]:
+        return list(self._slots)
+
+    def slot(self, name: str) -> _RouterSlot:
+        return self._slots[name]
+
+    # -- validation --------------------------------------------------------------------------
+    def plan(self, req: RouteInput) -> _Plan:
+        """Validate a request; InvalidRequestError says what is wrong."""
+        has_messages = len(req.messages) > 0
+        if req.prompt and has_messages:
+            raise InvalidRequestError("give either prompt or messages, not both")
+        if has_messages:
+            text = prompt_from_messages(req.messages)
+        else:  # an empty or whitespace-only prompt is defined: it scores as the empty prompt
+            text = req.prompt
+        name = req.router or self.config.routers[0].name
+        if name not in self._slots:
+            raise InvalidRequestError(str(UnknownRouterError(name, self.router_names)))
+        slot = self._slots[name]
+        if req.threshold is not None and req.strong_fraction is not None:
+            raise InvalidRequestError("give either threshold or strong_fraction, not both")
+        if req.threshold is not None:
+            t = req.threshold
+            if math.isnan(t) or not 0.0 <= t <= 1.0:
+                raise InvalidRequestError(f"threshold must be in [0, 1], got {t}")
+            threshold = float(t)
+        elif req.strong_fraction is not None:
+            f = req.strong_fraction
+            if math.isnan(f) or not 0.0 < f < 1.0:
+                raise InvalidRequestError(f"strong_fraction must be in (0, 1), got {f}")
+            if slot.calibration:
+                threshold = threshold_for_fraction(slot.calibration, f)
+            else:  # random: uniform scores
+                threshold = 1.0 - f
+        else:
+            threshold = slot.default_threshold
+        strong = req.strong_model or slot.strong
+        weak = req.weak_model or slot.weak
+        if isinstance(slot.router, MFRouter):
+            try:
+                slot.router.canonical(strong)
+                slot.router.canonical(weak)
+            except UnknownModelError as exc:
+                raise InvalidRequestError(str(exc)) from exc
+        limits = self.config.limits
+        if len(req.labels) > limits.max_labels:
+            raise InvalidRequestError(f"at most {limits.max_labels} labels, got {len(req.labels)}")
+        for key, value in req.labels.items():
+            if len(key) > limits.max_label_chars or len(value) > limits.max_label_chars:
+                raise InvalidRequestError(
+                    f"label {key[:40]!r}: keys and values are at most {limits.max_label_chars} characters"
+                )
+        request_id = req.request_id or uuid.uuid4().hex
+        rule = match_rule(self.config.policy.rules, req.labels)
+        return _Plan(
+            text=text,
+            router=name,
+            strong=strong,
+            weak=weak,
+            threshold=threshold,
+            request_id=request_id,
+            rule=rule.name if rule else None,
+            forced=rule.route if rule else None,
+        )
+
+    # -- routing -----------------------------------------------------------------------------
+    async def route(self, req: RouteInput, deadline: float | None = None) -> Decision:
+        return await self.decide(self.plan(req), deadline)
+
+    async def route_many(self, reqs: Sequence[RouteInput], deadline: float | None = None) -> list[Decision]:
+        plans = [self.plan(r) for r in reqs]  # all valid, or the whole call is INVALID_ARGUMENT
+        return list(await asyncio.gather(*(self.decide(p, deadline) for p in plans)))
+
+    async def decide(self, plan: _Plan, deadline: float | None = None) -> Decision:
+        slot = self._slots[plan.router]
+        if plan.forced is not None:
+            return self._finish(plan, slot, plan.forced == "strong", NOT_SCORED, f"policy:{plan.rule}")
+        if isinstance(slot.router, RandomRouter):
+            score = float(slot.router.score([plan.text])[0])
+            return self._finish(plan, slot, score >= plan.threshold, score, "score")
+        key = (
+            slot.router.artifact_hash,
+            plan.router,
+            hashlib.sha256(normalize_prompt(plan.text).encode()).digest(),
+        )
+        row = self._cache.get(key)
+        cached, batch_size = row is not None, 0
+        if cached:
+            self.metrics.cache_hits.inc()
+        else:
+            self.metrics.cache_misses.inc()
+            try:
+                row, batch_size = await slot.batcher.submit(plan.text, deadline)
+            except (asyncio.CancelledError, LmrouteError):
+                raise  # cancelled, queue full, deadline, shutdown: the transport maps these
+            except Exception as exc:  # noqa: BLE001 - inference failed: the fallback policy decides
+                log.warning("scoring_failed", router=plan.router, request_id=plan.request_id, error=str(exc))
+                strong = self.config.policy.fallback == "strong"
+                return self._finish(plan, slot, strong, NOT_SCORED, "fallback:scoring_error")
+            self._cache.put(key, row)
+        score = float(slot.scores(row[None, :], plan.strong, plan.weak)[0])
+        decision = self._finish(plan, slot, score >= plan.threshold, score, "score", cached)
+        decision.batch_size = batch_size
+        return decision
+
+    def _finish(self, plan, slot, strong: bool, score: float, reason: str, cached: bool = False) -> Decision:
+        model = plan.strong if strong else plan.weak
+        tier = "strong" if strong else "weak"
+        self.metrics.decisions.labels(plan.router, tier, model, reason).inc()
+        if score != NOT_SCORED:
+            self.metrics.strong_win_rate.labels(plan.router).observe(score)
+        return Decision(
+            model=model,
+            strong=strong,
+            strong_win_rate=score,
+            threshold=plan.threshold,
+            router=plan.router,
+            cached=cached,
+            request_id=plan.request_id,
+            reason=reason,
+        )

@@ -1,0 +1,82 @@
+"""`lmroute serve` as a real process: JSON logs without prompt text, SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+
+from service.grpc.gen.lmroute.v1 import router_pb2 as pb
+from service.grpc.gen.lmroute.v1 import router_pb2_grpc
+from tests.conftest import ROOT
+
+SECRET = "my card number is 4111-1111-1111-1111"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> None:
+    port, metrics = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--routers",
+            "mf",
+            "random",
+            "--config",
+            str(ROOT / "config.example.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics),
+            "--log-level",
+            "debug",
+        ],
+        cwd=tmp_path,  # artifact paths resolve relative to the config file, not the cwd
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = router_pb2_grpc.RouterStub(channel)
+            for _ in range(100):  # the port opens before the routers are warm
+                try:
+                    reply = stub.Route(
+                        pb.RouteRequest(prompt=SECRET, router="mf", request_id="req-7"), timeout=10
+                    )
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.1)
+            assert reply.request_id == "req-7"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "engine_ready" in names and "server_started" in names and "server_stopped" in names
+    ready = next(e for e in events if e["event"] == "engine_ready")
+    assert ready["routers"]["mf"]["provider"] == "CPUExecutionProvider" and "batching" in ready
+    route = next(e for e in events if e["event"] == "route")
+    assert route["request_id"] == "req-7" and "latency_ms" in route and "batch_size" in route
+    assert "4111" not in out and "4111" not in err  # never the prompt text
