@@ -23,7 +23,15 @@ from service.errors import LmrouteError, UnknownModelError, UnknownRouterError
 from service.metrics import Metrics
 from service.policy.calibration import threshold_for_fraction
 from service.policy.rules import match_rule
-from service.routers import BertRouter, MFRouter, RandomRouter, SessionOptions, load_router
+from service.routers import (
+    BertRouter,
+    MFRouter,
+    RandomRouter,
+    SessionOptions,
+    default_artifact_dir,
+    load_manifest,
+    load_router,
+)
 from service.routers.bert import PROBS
 from service.routers.mf import LOGITS
 
@@ -151,34 +159,51 @@ class RoutingEngine:
             intra_op_threads=self.config.runtime.intra_op_threads,
         )
         models_dir = Path(self.config.models_dir) if self.config.models_dir else None
+        # routers on the same artifact share one session and one batcher: each prompt runs once
+        shared: dict[str, tuple[object, Batcher]] = {}
         for cfg in self.config.routers:
             artifact = cfg.artifact_dir or (str(models_dir / cfg.name) if models_dir else None)
-            router = await asyncio.to_thread(load_router, cfg.name, artifact, options, cfg.seed)
-            batcher = None
-            if isinstance(router, (MFRouter, BertRouter)):
-                output = LOGITS if isinstance(router, MFRouter) else PROBS
-                batcher = Batcher(
-                    cfg.name,
-                    lambda texts, r=router, o=output: r.run(texts, [o])[0],
-                    estimate_tokens(router.manifest.max_tokens),
-                    self.config.batching,
-                    self.metrics,
-                    provider=router.provider,
-                )
-                batcher.start()
+            if cfg.name == "random" and cfg.artifact_dir is None:
+                router, batcher = RandomRouter(cfg.seed), None
+            else:
+                directory = Path(artifact) if artifact else default_artifact_dir(cfg.name)
+                key = load_manifest(directory, verify_checksums=False).artifact_hash
+                if key in shared:
+                    router, batcher = shared[key]
+                else:
+                    router = await asyncio.to_thread(load_router, cfg.name, directory, options, cfg.seed)
+                    batcher = self._start_batcher(router)
+                    await asyncio.to_thread(router.run, ["warm-up"], [self._output(router)])
+                    shared[key] = (router, batcher)
             slot = _RouterSlot(cfg, router, batcher)
             for model in (slot.strong, slot.weak):  # a bad configured pair fails at start
                 if isinstance(router, MFRouter):
                     router.canonical(model)
             self._slots[cfg.name] = slot
-            if batcher is not None:  # the first run allocates: keep that off a real request
-                await asyncio.to_thread(router.run, ["warm-up"], [output])
         self.ready = True
         log.info("engine_ready", **self.describe())
 
+    @staticmethod
+    def _output(router) -> str:
+        return LOGITS if isinstance(router, MFRouter) else PROBS
+
+    def _start_batcher(self, router) -> Batcher:
+        output = self._output(router)
+        batcher = Batcher(
+            router.manifest.name,  # the `model` metric label: the artifact, not the router alias
+            lambda texts: router.run(texts, [output])[0],
+            estimate_tokens(router.manifest.max_tokens),
+            self.config.batching,
+            self.metrics,
+            provider=router.provider,
+        )
+        batcher.start()
+        return batcher
+
     async def close(self, timeout: float | None = None) -> None:
         self.ready = False
-        await asyncio.gather(*(s.batcher.close(timeout) for s in self._slots.values() if s.batcher))
+        batchers = {id(s.batcher): s.batcher for s in self._slots.values() if s.batcher}
+        await asyncio.gather(*(b.close(timeout) for b in batchers.values()))
 
     def describe(self) -> dict:
         b = self.config.batching
@@ -286,11 +311,9 @@ class RoutingEngine:
         if isinstance(slot.router, RandomRouter):
             score = float(slot.router.score([plan.text])[0])
             return self._finish(plan, slot, score >= plan.threshold, score, "score")
-        key = (
-            slot.router.artifact_hash,
-            plan.router,
-            hashlib.sha256(normalize_prompt(plan.text).encode()).digest(),
-        )
+        # the cache holds the model's raw outputs (logits / probabilities), which the artifact
+        # fixes: routers on one artifact share entries; pair and threshold apply afterwards
+        key = (slot.router.artifact_hash, hashlib.sha256(normalize_prompt(plan.text).encode()).digest())
         row = self._cache.get(key)
         cached, batch_size = row is not None, 0
         if cached:

@@ -357,3 +357,41 @@ def test_graceful_shutdown_loses_no_in_flight_request() -> None:
         grpc.insecure_channel(server.address)
         route(server, prompt="too late", router="bert")
     server.loop.call_soon_threadsafe(server.loop.stop)
+
+
+def test_routers_on_one_artifact_share_a_session_and_batches() -> None:
+    from service.config import RouterConfig
+
+    config = service_config(
+        routers=[
+            RouterConfig("mf", str(MODELS / "mf")),
+            RouterConfig("mf-gpt4o", str(MODELS / "mf"), strong_model="gpt-4o", weak_model="gpt-3.5-turbo"),
+        ]
+    )
+    server = LiveServer(config).start()
+    try:
+        engine = server.server.engine
+        assert engine.slot("mf").batcher is engine.slot("mf-gpt4o").batcher
+        assert engine.slot("mf").router is engine.slot("mf-gpt4o").router
+        a = route(server, prompt="Shared prompt", router="mf", threshold=0.0)
+        b = route(server, prompt="Shared prompt", router="mf-gpt4o", threshold=0.0)
+        assert a.model == "gpt-4-1106-preview" and b.model == "gpt-4o"
+        assert not a.cached and b.cached  # the prompt ran once; its logits serve both pairs
+    finally:
+        server.stop()
+
+
+def test_scoring_failure_falls_back_to_the_configured_tier() -> None:
+    server = LiveServer(service_config()).start()
+    try:
+        bert = server.server.engine.slot("bert").router
+
+        def broken(texts, outputs):
+            raise RuntimeError("onnxruntime exploded")
+
+        bert.run = broken
+        reply = route(server, prompt="anything new", router="bert", threshold=0.0)
+        assert reply.strong and reply.reason == "fallback:scoring_error"
+        assert route(server, prompt="mf still fine", router="mf").reason == "score"
+    finally:
+        server.stop()

@@ -1,0 +1,169 @@
+"""The continuous batcher, driven with a controllable run function on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, DeadlineExceededError, QueueFullError, estimate_tokens
+from service.config import BatchingConfig
+from service.metrics import Metrics
+
+
+class Model:
+    """Records every batch; `gate` holds a run until released; 'BAD' prompts make a run fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.gate.wait(10)
+        self.batches.append(list(texts))
+        if any("BAD" in t for t in texts):
+            raise ValueError("cannot score this prompt")
+        return np.array([[len(t)] for t in texts], dtype=np.float32)
+
+
+def make(model: Model, **cfg) -> Batcher:
+    batcher = Batcher("m", model, estimate_tokens(128), BatchingConfig(**cfg), Metrics())
+    batcher.start()
+    return batcher
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_lone_request_runs_at_once() -> None:
+    async def main():
+        model = Model()
+        batcher = make(model)
+        row, size = await asyncio.wait_for(batcher.submit("hello"), 5)
+        await batcher.close(5)
+        return model, row, size
+
+    model, row, size = run(main())
+    assert model.batches == [["hello"]] and row[0] == 5 and size == 1
+
+
+def test_arrivals_during_a_run_form_the_next_batch() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model, max_batch_size=64)
+        first = asyncio.create_task(batcher.submit("first"))
+        await asyncio.sleep(0.05)  # the first run is now blocked inside the model
+        rest = [asyncio.create_task(batcher.submit(f"p{i}")) for i in range(10)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close(5)
+        return model, results
+
+    model, results = run(main())
+    assert [len(b) for b in model.batches] == [1, 10]
+    assert [size for _, size in results] == [1] + [10] * 10
+    assert [row[0] for row, _ in results] == [5] + [len(f"p{i}") for i in range(10)]
+
+
+def test_one_bad_prompt_fails_alone() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model)
+        blocker = asyncio.create_task(batcher.submit("blocker"))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(batcher.submit(t)) for t in ("good one", "BAD one", "good two")]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
+        await batcher.close(5)
+        return results
+
+    blocker, good1, bad, good2 = run(main())
+    assert isinstance(bad, ValueError)
+    assert good1[0][0] == len("good one") and good2[0][0] == len("good two") and blocker[0][0] == 7
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model, max_queue=3, max_batch_size=1)
+        running = asyncio.create_task(batcher.submit("running"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError, match="queue full"):
+            await batcher.submit("one too many")
+        model.gate.set()
+        await asyncio.gather(running, *queued)
+        await batcher.close(5)
+        return model
+
+    assert len(run(main()).batches) == 4
+
+
+def test_expired_and_cancelled_requests_are_dropped_before_inference() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model)
+        running = asyncio.create_task(batcher.submit("running"))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        expired = asyncio.create_task(batcher.submit("expired", deadline=loop.time() + 0.01))
+        cancelled = asyncio.create_task(batcher.submit("cancelled"))
+        kept = asyncio.create_task(batcher.submit("kept"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        model.gate.set()
+        with pytest.raises(DeadlineExceededError):
+            await expired
+        await asyncio.gather(running, kept)
+        await batcher.close(5)
+        return model
+
+    model = run(main())
+    assert model.batches == [["running"], ["kept"]]
+
+
+def test_token_budget_caps_batches_and_groups_similar_lengths() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model, max_batch_size=64, max_batch_tokens=4 * 34)  # 4 short prompts' worth
+        blocker = asyncio.create_task(batcher.submit("x"))
+        await asyncio.sleep(0.05)
+        short = ["s" * 120 + str(i) for i in range(6)]  # ~32 tokens each
+        long = ["l" * 500 + str(i) for i in range(2)]  # capped at 128 tokens
+        tasks = [asyncio.create_task(batcher.submit(t)) for t in (short[0], long[0], *short[1:], long[1])]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(blocker, *tasks)
+        await batcher.close(5)
+        return model
+
+    batches = run(main()).batches[1:]
+    for batch in batches:  # padded tokens within the budget (a lone prompt always runs)
+        assert len(batch) == 1 or max(estimate_tokens(128)(t) for t in batch) * len(batch) <= 4 * 34
+    assert batches[0] == ["s" * 120 + str(i) for i in (0, 1, 2, 3)]  # the oldest + closest lengths
+
+
+def test_max_wait_gathers_company() -> None:
+    async def main():
+        model = Model()
+        batcher = make(model, max_wait_us=100_000)
+        tasks = [asyncio.create_task(batcher.submit(f"p{i}")) for i in range(1)]
+        await asyncio.sleep(0.02)
+        tasks += [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(5)]
+        await asyncio.gather(*tasks)
+        await batcher.close(5)
+        return model
+
+    assert [len(b) for b in run(main()).batches] == [6]
