@@ -15,7 +15,7 @@ from service.policy.calibration import (
     threshold_for_fraction,
     threshold_from_scores,
 )
-from service.routers import ROUTER_NAMES, default_artifact_dir, load_router
+from service.routers import ROUTER_NAMES, RandomRouter, default_artifact_dir, load_router
 from service.routers.session import SessionOptions
 
 
@@ -151,6 +151,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     strong, weak = args.strong_model or strong, args.weak_model or weak
     if args.threshold is not None:
         threshold = check_threshold(args.threshold)
+    elif args.strong_fraction is not None and isinstance(router, RandomRouter):
+        threshold = 1.0 - check_strong_fraction(args.strong_fraction)  # uniform scores
     elif args.strong_fraction is not None:
         threshold = threshold_for_fraction(router.manifest.calibration, args.strong_fraction)
     else:
@@ -168,6 +170,48 @@ def cmd_route(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Run the OpenAI-compatible HTTP gateway until SIGTERM/SIGINT."""
+    import asyncio
+    import signal
+
+    from service.config import ConfigError
+    from service.gateway.app import run_gateway
+    from service.gateway.config import EndpointConfig, GatewayConfig, TierConfig, load_gateway_config
+
+    if args.config:
+        config = load_gateway_config(args.config)
+    else:
+        missing = [
+            f for f in ("strong_model", "strong_url", "weak_model", "weak_url") if not getattr(args, f)
+        ]
+        if missing:
+            flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+            raise ConfigError(f"without --config, the gateway needs {flags}")
+        config = GatewayConfig(
+            strong=TierConfig(args.strong_model, [EndpointConfig(args.strong_url, args.strong_key_env)]),
+            weak=TierConfig(args.weak_model, [EndpointConfig(args.weak_url, args.weak_key_env)]),
+        )
+    if args.router_address:
+        config.router_address = args.router_address
+    if args.port is not None:
+        config.port = args.port
+    if args.host:
+        config.host = args.host
+    config.validate()
+    configure_logging(args.log_level or config.log_level, sys.stdout)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(config, stop)
+
+    asyncio.run(run())
     return 0
 
 
@@ -267,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--log-level", choices=LEVELS, default=None)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("gateway", help="run the OpenAI-compatible HTTP gateway")
+    p.add_argument("--config", help="gateway YAML (see gateway.example.yaml)")
+    p.add_argument("--router-address", help="host:port of `lmroute serve` (default localhost:50051)")
+    p.add_argument("--strong-model")
+    p.add_argument("--strong-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    p.add_argument("--strong-key-env", help="environment variable with the strong backend's API key")
+    p.add_argument("--weak-model")
+    p.add_argument("--weak-url")
+    p.add_argument("--weak-key-env")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, help="default 6060")
+    p.add_argument("--log-level", choices=LEVELS, default=None)
+    p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("route", help="route one prompt (in-process, on the local artifacts)")
     p.add_argument("prompt")

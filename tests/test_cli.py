@@ -136,3 +136,15 @@ def test_routers_lists_the_shipped_artifacts() -> None:
     result = lmroute("routers")
     assert result.returncode == 0
     assert "mf" in result.stdout and "gpt-4-1106-preview" in result.stdout
+
+
+@pytest.mark.parametrize("router", ["mf", "random"])
+def test_route_locally_with_a_strong_fraction(router: str) -> None:
+    result = lmroute("route", "Prove that e is irrational.", "--router", router, "--strong-fraction", "0.3")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["router"] == router and decision["strong"] == (
+        decision["strong_win_rate"] >= decision["threshold"]
+    )
+    if router == "random":
+        assert decision["threshold"] == pytest.approx(0.7)

@@ -19,12 +19,6 @@ class RandomRouter:
         self._rng = np.random.default_rng(seed)
         self.artifact_hash = hashlib.sha256(f"random:{seed}".encode()).hexdigest()[:16]
 
-    @property
-    def manifest(self):  # the random router has no artifact, hence no calibration table
-        from service.errors import LmrouteError
-
-        raise LmrouteError("the random router has no calibration table; use --threshold 1 - fraction")
-
     def with_seed(self, seed: int) -> RandomRouter:
         return RandomRouter(seed)
 
