@@ -25,6 +25,7 @@ import structlog
 
 from service.errors import InvalidThresholdError, LmrouteError, UnknownModelError
 from service.policy.calibration import threshold_for_fraction
+from service.policy.messages import routed_text
 from service.policy.model_string import RouterModel, RoutingError, parse_router_model
 from service.routers import ROUTER_NAMES, MFRouter, RandomRouter, check_threshold, load_router
 
@@ -34,36 +35,6 @@ log = structlog.get_logger(__name__)
 CHUNK = 256  # prompts per scoring call / RouteBatch in batch_calculate_win_rate
 MAX_BATCH_BYTES = 2 << 20
 _CONFIG_KEYS = frozenset({"checkpoint_path", "artifact_dir", "seed"})
-
-
-def _text_of(content: Any) -> str:
-    """A message's text: a string, or the text parts of a list of content parts joined."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if isinstance(part, str):
-            parts.append(part)
-        elif isinstance(part, Mapping):
-            if part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        elif getattr(part, "type", "text") == "text" and isinstance(getattr(part, "text", None), str):
-            parts.append(part.text)
-    return "\n".join(parts)
-
-
-def _field(message: Any, key: str) -> Any:
-    return message.get(key) if isinstance(message, Mapping) else getattr(message, key, None)
-
-
-def prompt_from_messages(messages: Sequence[Any]) -> str:
-    """RouteLLM's behaviour: route on the last user message."""
-    for message in reversed(messages):
-        if _field(message, "role") == "user":
-            return _text_of(_field(message, "content"))
-    raise RoutingError("messages has no user turn; routing needs at least one message with role 'user'")
 
 
 def _valid_threshold(threshold: float) -> float:
@@ -304,7 +275,7 @@ class Controller:
 
     def _route_messages(self, model: str, messages: Sequence[Any]) -> tuple[str, str]:
         spec = parse_router_model(model, self.routers)
-        return self._decide(spec.router, prompt_from_messages(messages), spec)
+        return self._decide(spec.router, routed_text(messages), spec)
 
     def route(self, prompt: str, router: str, threshold: float) -> str:
         """The model a prompt goes to: strong_model when its score >= threshold."""

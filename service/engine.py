@@ -22,6 +22,8 @@ from service.config import Config, RouterConfig
 from service.errors import LmrouteError, UnknownModelError, UnknownRouterError
 from service.metrics import Metrics
 from service.policy.calibration import threshold_for_fraction
+from service.policy.messages import routed_text
+from service.policy.model_string import RoutingError
 from service.policy.rules import match_rule
 from service.routers import (
     BertRouter,
@@ -86,16 +88,6 @@ class _Plan:
 def normalize_prompt(text: str) -> str:
     """Whitespace-collapsed text: the tokenizers split on whitespace, so scores do not change."""
     return " ".join(text.split())
-
-
-def prompt_from_messages(messages: Sequence[tuple[str, str]]) -> str:
-    """RouteLLM's behaviour: route on the last user message."""
-    for role, content in reversed(messages):
-        if role == "user":
-            return content
-    raise InvalidRequestError(
-        "messages has no user turn; routing needs at least one message with role 'user'"
-    )
 
 
 class _LRU:
@@ -243,7 +235,10 @@ class RoutingEngine:
         if req.prompt and has_messages:
             raise InvalidRequestError("give either prompt or messages, not both")
         if has_messages:
-            text = prompt_from_messages(req.messages)
+            try:
+                text = routed_text(list(req.messages))
+            except RoutingError as exc:
+                raise InvalidRequestError(str(exc)) from exc
         else:  # an empty or whitespace-only prompt is defined: it scores as the empty prompt
             text = req.prompt
         name = req.router or self.config.routers[0].name

@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 import uuid
-from typing import Any
 
 import aiohttp
 import grpc
@@ -23,6 +22,7 @@ from service.gateway.backends import Endpoint, TierPool
 from service.gateway.config import GatewayConfig
 from service.grpc.gen.lmroute.v1 import router_pb2, router_pb2_grpc
 from service.metrics import LATENCY_BUCKETS
+from service.policy.messages import routed_text
 from service.policy.model_string import RoutingError, is_router_model, parse_router_model
 
 log = structlog.get_logger(__name__)
@@ -67,28 +67,6 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
-
-
-def text_of(content: Any) -> str:
-    """Message content as text: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
-def routed_text(messages: Any, route_on: str) -> str:
-    if not isinstance(messages, list) or not messages:
-        raise RoutingError("messages must be a non-empty list")
-    if route_on == "last_message":
-        return text_of(messages[-1].get("content")) if isinstance(messages[-1], dict) else ""
-    users = [text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if not users:
-        raise RoutingError("messages has no user message to route on")
-    return "\n".join(users) if route_on == "all_user" else users[-1]
 
 
 class Gateway:

@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 
 from service.config import ConfigError
+from service.policy.messages import ROUTE_ON
 
 TIERS = ("strong", "weak")
-ROUTE_ON = ("last_user", "last_message", "all_user")
 
 
 @dataclass
