@@ -3,7 +3,8 @@
 - An idle model runs a lone prompt at once: no timer is added at low load.
 - While a batch runs, arrivals queue; the next batch is formed from the queue, capped by a
   batch size and a padded-token budget, grouping prompts of similar length around the oldest
-  one (which is always taken, so nothing starves). `max_wait_us` optionally waits for company.
+  one (which is always taken, so nothing starves); prompts whose padding would exceed
+  `max_padding_ratio` wait for a closer batch. `max_wait_us` optionally waits for company.
 - Tokenization and onnxruntime run in one worker thread per model (both release the GIL), so
   the event loop keeps accepting requests.
 - The queue is bounded: past it, submit fails at once with QueueFullError.
@@ -147,15 +148,18 @@ class Batcher:
         anchor = alive[0]
         window = list(alive)[1 : 4 * self._cfg.max_batch_size]
         window.sort(key=lambda item: abs(item.tokens - anchor.tokens))
-        chosen, longest = [anchor], anchor.tokens
+        chosen, shortest, longest = [anchor], anchor.tokens, anchor.tokens
+        ratio = self._cfg.max_padding_ratio
         for item in window:
             if len(chosen) >= self._cfg.max_batch_size:
                 break
-            new_longest = max(longest, item.tokens)
+            new_longest, new_shortest = max(longest, item.tokens), min(shortest, item.tokens)
             if new_longest * (len(chosen) + 1) > self._cfg.max_batch_tokens:
                 continue
+            if new_longest > ratio * new_shortest:  # too much padding: it waits for a closer batch
+                continue
             chosen.append(item)
-            longest = new_longest
+            shortest, longest = new_shortest, new_longest
         taken = set(map(id, chosen))
         self._queue = deque(item for item in alive if id(item) not in taken)
         self._gauge()

@@ -121,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.runtime.providers = args.providers.split(",")
     if args.max_batch_size:
         config.batching.max_batch_size = args.max_batch_size
+    if args.cache_size is not None:
+        config.cache_size = args.cache_size
     config.log_level = args.log_level or config.log_level
     config.validate()
     configure_logging(config.log_level, sys.stdout)  # the service logs JSON on stdout
@@ -306,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--max-batch-size", type=int, help="1 turns batching off")
+    p.add_argument("--cache-size", type=int, help="route-decision cache entries; 0 disables it")
     p.add_argument("--models-dir")
     p.add_argument("--providers")
     p.add_argument("--threads", type=int, default=0)

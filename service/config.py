@@ -33,6 +33,9 @@ class BatchingConfig:
     max_batch_size: int = 64
     max_batch_tokens: int = 16384  # padded tokens (batch size x longest prompt) per model run
     max_wait_us: int = 0  # 0: a lone request on an idle model runs at once
+    # a prompt joins a batch only if padding it (or the batch) to the longest stays within this
+    # ratio of its own length: padding costs more than batching gains on CPU (see benchmarks/)
+    max_padding_ratio: float = 1.3
     max_queue: int = 2048  # queued prompts per model before RESOURCE_EXHAUSTED
 
 
@@ -102,6 +105,8 @@ class Config:
                 raise ConfigError(f"batching.{key} must be >= 1")
         if b.max_wait_us < 0:
             raise ConfigError("batching.max_wait_us must be >= 0")
+        if b.max_padding_ratio < 1.0:
+            raise ConfigError("batching.max_padding_ratio must be >= 1")
         for rule in self.policy.rules:
             if rule.route not in TIERS or not rule.match:
                 raise ConfigError(f"policy.rules.{rule.name}: needs a non-empty match and route strong|weak")

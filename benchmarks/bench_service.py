@@ -1,0 +1,282 @@
+"""Throughput and latency of `lmroute serve`, side by side with the raw onnxruntime ceiling and
+with batching off, all in one run (the machines are shared and noisy: compare within a run).
+
+    python -m benchmarks.bench_service [--router mf] [--seconds 10] [--data ../shared/data/eval]
+
+Writes benchmarks/results/service.{json,md}. The bench mix is the eval prompts (MT-Bench first
+turns, GSM8K, MMLU) shuffled with a fixed seed: used for speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime
+
+from service.evaluation.benchmarks import load_benchmark
+from service.grpc.gen.lmroute.v1 import router_pb2 as pb
+from service.grpc.gen.lmroute.v1 import router_pb2_grpc
+from service.routers import load_router
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def bench_mix(data: Path, n: int, seed: int = 0) -> list[str]:
+    prompts = [p for name in ("mt-bench", "gsm8k", "mmlu") for p in load_benchmark(name, data).prompts]
+    random.Random(seed).shuffle(prompts)
+    return prompts[:n]
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def raw_ceiling(router_name: str, prompts: list[str], batch_sizes: list[int]) -> dict:
+    """In-process onnxruntime on the same prompts, no server: tokenization + session.run."""
+    router = load_router(router_name)
+    output = "logits" if router_name == "mf" else "probs"
+    router.run(prompts[:8], [output])  # warm-up
+    out = {}
+    for size in batch_sizes:
+        started = time.perf_counter()
+        for i in range(0, len(prompts), size):
+            router.run(prompts[i : i + size], [output])
+        out[size] = len(prompts) / (time.perf_counter() - started)
+    single = [time.perf_counter()]
+    for p in prompts[:200]:
+        router.run([p], [output])
+    single_ms = (time.perf_counter() - single[0]) / 200 * 1000
+    return {
+        "prompts_per_s": out,
+        "best_batch": max(out, key=out.get),
+        "best": max(out.values()),
+        "single_prompt_ms": single_ms,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, router: str, max_batch_size: int) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--routers",
+                router,
+                "--config",
+                str(ROOT / "config.example.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--max-batch-size",
+                str(max_batch_size),
+                "--cache-size",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+            stub = router_pb2_grpc.RouterStub(channel)
+            for _ in range(600):
+                try:
+                    stub.Route(pb.RouteRequest(prompt="ready?", router=router), timeout=5)
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def batch_stats(self) -> tuple[float, float]:
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("lmroute_batch_size_sum") or line.startswith("lmroute_batch_size_count"):
+                values[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
+        return values.get("lmroute_batch_size_sum", 0.0), values.get("lmroute_batch_size_count", 0.0)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+async def closed_loop(port: int, router: str, prompts: list[str], concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+
+        async def worker():
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                # a unique suffix defeats any cache; the text stays a bench-mix prompt
+                request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
+                started = time.perf_counter()
+                try:
+                    await stub.Route(request, timeout=30)
+                    latencies.append(time.perf_counter() - started)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def measure(
+    router: str, prompts: list[str], max_batch: int, concurrencies: list[int], seconds: float
+) -> list[dict]:
+    server = Server(router, max_batch)
+    rows = []
+    try:
+        for c in concurrencies:
+            s0, n0 = server.batch_stats()
+            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+            row = asyncio.run(closed_loop(server.port, router, prompts, c, seconds))
+            s1, n1 = server.batch_stats()
+            row["mean_batch"] = (s1 - s0) / max(n1 - n0, 1)
+            row["server_cpu_cores"] = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+            row["max_batch_size"] = max_batch
+            rows.append(row)
+            print(
+                f"  max_batch={max_batch:3d} c={c:3d}: {row['req_per_s']:7.1f} req/s"
+                f"  p50 {row['p50_ms']:6.1f} ms"
+                f"  p99 {row['p99_ms']:6.1f} ms  mean batch {row['mean_batch']:5.1f}  "
+                f"server CPU {row['server_cpu_cores']:.2f} cores",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return rows
+
+
+def to_markdown(report: dict) -> str:
+    raw = report["raw_ceiling"]
+    lines = [
+        f"# Service benchmark ({report['router']}, bench mix, {report['seconds']} s per point)",
+        "",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+        f"onnxruntime {report['machine']['onnxruntime']}. The load generator shares the machine.",
+        "",
+        "Raw onnxruntime in-process (tokenize + run), prompts/s by batch size: "
+        + ", ".join(f"{b}: {v:.1f}" for b, v in raw["prompts_per_s"].items())
+        + f"; single prompt {raw['single_prompt_ms']:.2f} ms.",
+        "",
+        "| max batch | concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | server CPU | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["service"] + report["batching_off"]:
+        lines.append(
+            f"| {r['max_batch_size']} | {r['concurrency']} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['server_cpu_cores']:.2f} | "
+            f"{r['errors']} |"
+        )
+    ratios = report["ratios"]
+    lines += [
+        "",
+        f"- saturation req/s / raw ceiling: {ratios['efficiency']:.2f}",
+        f"- batching on / off at concurrency 32: {ratios['batching_gain_c32']:.2f}x req/s, "
+        f"p99 {ratios['p99_on_c32']:.1f} vs {ratios['p99_off_c32']:.1f} ms",
+        f"- p50 at concurrency 1 minus raw single-prompt time: {ratios['low_load_overhead_ms']:.2f} ms",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_service", description=__doc__)
+    p.add_argument("--router", default="mf", choices=["mf", "bert"])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
+    p.add_argument("--prompts", type=int, default=1000)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    args = p.parse_args(argv)
+    prompts = bench_mix(args.data, args.prompts)
+    print(f"raw onnxruntime ceiling on {len(prompts)} bench-mix prompts ...", flush=True)
+    raw = raw_ceiling(args.router, prompts, [1, 8, 32, 64])
+    print(f"  {raw['prompts_per_s']}  single {raw['single_prompt_ms']:.2f} ms", flush=True)
+    print("service, batching on:", flush=True)
+    service = measure(args.router, prompts, 64, args.concurrency, args.seconds)
+    print("service, batching off (max batch 1):", flush=True)
+    off = measure(args.router, prompts, 1, [1, 32], args.seconds)
+    on32 = next(r for r in service if r["concurrency"] == 32)
+    off32 = next(r for r in off if r["concurrency"] == 32)
+    report = {
+        "router": args.router,
+        "seconds": args.seconds,
+        "machine": machine(),
+        "raw_ceiling": raw,
+        "service": service,
+        "batching_off": off,
+        "ratios": {
+            "efficiency": max(r["req_per_s"] for r in service) / raw["best"],
+            "batching_gain_c32": on32["req_per_s"] / off32["req_per_s"],
+            "p99_on_c32": on32["p99_ms"],
+            "p99_off_c32": off32["p99_ms"],
+            "low_load_overhead_ms": service[0]["p50_ms"] - raw["single_prompt_ms"],
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"service_{args.router}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"service_{args.router}.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
