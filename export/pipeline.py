@@ -216,6 +216,19 @@ def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validato
     return out
 
 
+def save_hf(model, tokenizer_folder: Path, max_tokens: int, dst: Path) -> None:
+    """The BERT router in Hugging Face format (encoder + head), for torch baselines (benchmarks/).
+
+    Not shipped (fp32, 90 MB): the ONNX artifact is the product; this is for comparisons.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    model.encoder.bert.save_pretrained(str(dst))
+    torch.save(model.head.state_dict(), dst / "head.pt")
+    load_tokenizer(tokenizer_folder, max_tokens).save(str(dst / "tokenizer.json"))
+    meta = {"pooling": "mean", "classes": ["strong_wins", "tie", "weak_wins"], "max_tokens": max_tokens}
+    (dst / "lmroute_head.json").write_text(json.dumps(meta))
+
+
 def finish_artifact(out, router_cls, args, pool, enc_folder, summary, quant, report, specific) -> None:
     """Write the manifest (common fields + the router's own), then calibrate through the runtime."""
     fields = {
@@ -276,6 +289,7 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
     out = args.output / "bert"
     out.mkdir(parents=True, exist_ok=True)
     save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
+    save_hf(model, tokenizer_folder=enc_folder, max_tokens=args.max_tokens, dst=args.cache / "bert_hf")
     graph = ClassifierGraph(model).eval()
     fp32 = args.cache / "bert_fp32.onnx"
     export_onnx(graph, fp32, {"probs": 2})

@@ -1,0 +1,232 @@
+"""lmroute side by side with a RouteLLM-style server (FastAPI + torch, one forward pass per
+request) serving the same BERT-router weights, both driven over HTTP by one load generator.
+
+    python -m benchmarks.bench_vs_routellm [--seconds 10] [--concurrency 1 8 32]
+
+lmroute's side is the gateway's routing path: OpenAI-style POST /v1/chat/completions with
+model router-bert-0.5 -> gateway -> Route RPC -> batcher -> ONNX, then a local stub backend
+(tests/fake_backend.py) answers. The baseline needs `python -m export.pipeline` to have saved
+the BERT router in Hugging Face format under .cache/export/bert_hf.
+Writes benchmarks/results/vs_routellm.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def wait_http(url: str, payload: dict, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.time() < deadline:
+            try:
+                async with session.post(url, json=payload) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up")
+
+
+async def closed_loop(url: str, make_body, prompts: list[str], concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker():
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                body = make_body(f"{prompts[i % len(prompts)]} #{i}")
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, json=body) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def run_baseline(weights: Path, prompts, concurrencies, seconds) -> list[dict]:
+    port = free_port()
+    proc = start(["-m", "benchmarks.routellm_style_server", "--weights", str(weights), "--port", str(port)])
+    url = f"http://127.0.0.1:{port}/route"
+    try:
+        asyncio.run(wait_http(url, {"prompt": "ready?"}))
+        return [
+            asyncio.run(closed_loop(url, lambda p: {"prompt": p, "threshold": 0.5}, prompts, c, seconds))
+            for c in concurrencies
+        ]
+    finally:
+        stop(proc)
+
+
+def run_lmroute(prompts, concurrencies, seconds, tmp: Path) -> list[dict]:
+    rpc, metrics, gw = free_port(), free_port(), free_port()
+    backends, urls = [], {}
+    for name in ("strong", "weak"):
+        port_file = tmp / f"{name}.port"
+        backends.append(start(["tests/fake_backend.py", "--name", name, "--port-file", str(port_file)]))
+        while not (port_file.exists() and port_file.read_text()):
+            time.sleep(0.05)
+        urls[name] = f"http://127.0.0.1:{port_file.read_text()}/v1"
+    server = start(
+        [
+            "-m",
+            "service.cli",
+            "serve",
+            "--routers",
+            "bert",
+            "--config",
+            "config.example.yaml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(rpc),
+            "--metrics-port",
+            str(metrics),
+            "--cache-size",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+    )
+    gateway = start(
+        [
+            "-m",
+            "service.cli",
+            "gateway",
+            "--router-address",
+            f"127.0.0.1:{rpc}",
+            "--strong-model",
+            "big",
+            "--strong-url",
+            urls["strong"],
+            "--weak-model",
+            "small",
+            "--weak-url",
+            urls["weak"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(gw),
+            "--log-level",
+            "warning",
+        ]
+    )
+    url = f"http://127.0.0.1:{gw}/v1/chat/completions"
+
+    def body(prompt: str) -> dict:
+        return {"model": "router-bert-0.5", "messages": [{"role": "user", "content": prompt}]}
+
+    try:
+        time.sleep(1.0)
+        asyncio.run(wait_http(url, body("ready?")))
+        # the gateway answers with the fallback tier until the router is warm: wait for it
+        time.sleep(3.0)
+        return [asyncio.run(closed_loop(url, body, prompts, c, seconds)) for c in concurrencies]
+    finally:
+        stop(gateway, server, *backends)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_vs_routellm", description=__doc__)
+    p.add_argument("--weights", type=Path, default=ROOT / ".cache" / "export" / "bert_hf")
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = p.parse_args(argv)
+    if not (args.weights / "head.pt").is_file():
+        print(
+            f"no HF-format BERT router at {args.weights}: run python -m export.pipeline first",
+            file=sys.stderr,
+        )
+        return 2
+    prompts = bench_mix(args.data, 1000)
+    tmp = RESULTS / ".tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    print("RouteLLM-style (FastAPI + torch, per request):", flush=True)
+    baseline = run_baseline(args.weights, prompts, args.concurrency, args.seconds)
+    print("lmroute gateway -> Route RPC -> ONNX:", flush=True)
+    lmroute = run_lmroute(prompts, args.concurrency, args.seconds, tmp)
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    lines = [
+        f"# lmroute vs a RouteLLM-style server (bert router, HTTP, {args.seconds} s per point)",
+        "",
+        f"Machine: {machine()['cpu']}, {machine()['cores']} cores; load generator on the same cores.",
+        "",
+        "| concurrency | RouteLLM-style req/s | p50 ms | p99 ms | lmroute req/s | p50 ms | p99 ms | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for b, ours in zip(baseline, lmroute, strict=True):
+        lines.append(
+            f"| {b['concurrency']} | {b['req_per_s']:.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | "
+            f"{ours['req_per_s']:.1f} | {ours['p50_ms']:.1f} | {ours['p99_ms']:.1f} | "
+            f"{ours['req_per_s'] / b['req_per_s']:.2f}x |"
+        )
+    report = {"machine": machine(), "seconds": args.seconds, "baseline": baseline, "lmroute": lmroute}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "vs_routellm.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "vs_routellm.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
