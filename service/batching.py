@@ -125,7 +125,13 @@ class Batcher:
                 await asyncio.sleep(self._cfg.max_wait_us / 1e6)
             batch = self._take_batch()
             if batch:
-                await self._run(batch)
+                try:
+                    await self._run(batch)
+                except Exception as exc:  # noqa: BLE001 - never let one batch stop the worker
+                    log.error("batch_crashed", model=self.name, size=len(batch), error=repr(exc))
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
             if not self._queue:
                 self._wakeup.clear()
                 self._idle.set()
@@ -172,6 +178,7 @@ class Batcher:
         t0 = time.perf_counter()
         try:
             rows = await loop.run_in_executor(self._executor, self._run_sync, texts)
+            _check_rows(rows, len(texts))
         except Exception as exc:  # noqa: BLE001 - isolate the prompt that broke the batch
             log.warning("batch_failed_retrying_singly", model=self.name, size=len(batch), error=str(exc))
             await self._run_singly(batch)
@@ -189,6 +196,7 @@ class Batcher:
                 continue
             try:
                 rows = await loop.run_in_executor(self._executor, self._run_sync, [item.text])
+                _check_rows(rows, 1)
             except Exception as exc:  # noqa: BLE001
                 item.future.set_exception(exc)
             else:
@@ -209,6 +217,11 @@ class Batcher:
     def _gauge(self) -> None:
         if self._metrics is not None:
             self._metrics.queue_depth.labels(self.name).set(len(self._queue))
+
+
+def _check_rows(rows: np.ndarray, expected: int) -> None:
+    if len(rows) != expected:
+        raise ValueError(f"the model returned {len(rows)} rows for {expected} prompts")
 
 
 def estimate_tokens(max_tokens: int) -> Callable[[str], int]:

@@ -167,3 +167,20 @@ def test_max_wait_gathers_company() -> None:
         return model
 
     assert [len(b) for b in run(main()).batches] == [6]
+
+
+def test_a_malformed_model_output_fails_alone_and_the_worker_keeps_serving() -> None:
+    def model(texts: list[str]) -> np.ndarray:
+        extra = 1 if any("broken" in t for t in texts) else 0  # one row too many: a broken output
+        return np.array([[len(t)] for t in texts] + [[0]] * extra, dtype=np.float32)
+
+    async def main():
+        batcher = Batcher("m", model, estimate_tokens(128), BatchingConfig(), Metrics())
+        batcher.start()
+        with pytest.raises(ValueError, match="returned 2 rows for 1 prompts"):
+            await asyncio.wait_for(batcher.submit("broken"), 5)
+        row, _ = await asyncio.wait_for(batcher.submit("fine"), 5)
+        await batcher.close(5)
+        return row
+
+    assert run(main())[0] == len("fine")
