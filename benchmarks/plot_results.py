@@ -1,0 +1,57 @@
+"""Latency against throughput for every measured variant, from benchmarks/results/*.json.
+
+python -m benchmarks.plot_results   # writes benchmarks/results/latency_vs_throughput.png
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.bench_service import RESULTS
+
+
+def main() -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[dict]] = {}
+    service = RESULTS / "service_mf.json"
+    if service.is_file():
+        data = json.loads(service.read_text())
+        series["lmroute gRPC, mf, batching on"] = data["service"]
+        series["lmroute gRPC, mf, batching off"] = data["batching_off"]
+    versus = RESULTS / "vs_routellm.json"
+    if versus.is_file():
+        data = json.loads(versus.read_text())
+        series["RouteLLM-style FastAPI+torch, bert (HTTP)"] = data["baseline"]
+        series["lmroute gateway, bert (HTTP)"] = data["lmroute"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key in zip(axes, ("p50_ms", "p99_ms"), strict=True):
+        for label, rows in series.items():
+            rows = sorted(rows, key=lambda r: r["concurrency"])
+            ax.plot([r["req_per_s"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+            for r in rows:
+                ax.annotate(
+                    f"c={r['concurrency']}",
+                    (r["req_per_s"], r[key]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+        ax.set_xlabel("throughput (requests/s)")
+        ax.set_ylabel(f"{key[:3]} latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Latency vs throughput, closed loop, 2-core CPU (one run per table; see the .md files)")
+    fig.tight_layout()
+    out = RESULTS / "latency_vs_throughput.png"
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
