@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine
 from benchmarks.bench_service import closed_loop as grpc_loop
 from benchmarks.bench_vs_routellm import closed_loop as http_loop
-from benchmarks.bench_vs_routellm import start, stop, wait_http
+from benchmarks.bench_vs_routellm import start_gateway, start_router, start_stub_backend, stop, wait_http
 
 
 def gateway_overhead_mean(port: int) -> float:
@@ -44,55 +44,9 @@ def main(argv=None) -> int:
     tmp = RESULTS / ".tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     rpc, metrics, gw = free_port(), free_port(), free_port()
-    port_file = tmp / "backend.port"
-    backend = start(["tests/fake_backend.py", "--name", "stub", "--port-file", str(port_file)])
-    while not (port_file.exists() and port_file.read_text()):
-        time.sleep(0.05)
-    backend_url = f"http://127.0.0.1:{port_file.read_text()}/v1"
-    server = start(
-        [
-            "-m",
-            "service.cli",
-            "serve",
-            "--routers",
-            "mf",
-            "--config",
-            "config.example.yaml",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(rpc),
-            "--metrics-port",
-            str(metrics),
-            "--cache-size",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-    )
-    gateway = start(
-        [
-            "-m",
-            "service.cli",
-            "gateway",
-            "--router-address",
-            f"127.0.0.1:{rpc}",
-            "--strong-model",
-            "big",
-            "--strong-url",
-            backend_url,
-            "--weak-model",
-            "small",
-            "--weak-url",
-            backend_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(gw),
-            "--log-level",
-            "warning",
-        ]
-    )
+    backend, backend_url = start_stub_backend("stub", tmp)
+    server = start_router("mf", rpc, metrics)
+    gateway = start_gateway(rpc, backend_url, backend_url, gw)
     chat_url = f"http://127.0.0.1:{gw}/v1/chat/completions"
 
     def routed(prompt: str) -> dict:
@@ -116,7 +70,8 @@ def main(argv=None) -> int:
         own = gateway_overhead_mean(gw)
     finally:
         stop(gateway, server, backend)
-        port_file.unlink(missing_ok=True)
+        for f in tmp.iterdir():
+            f.unlink()
         tmp.rmdir()
     lines = [
         f"# Gateway overhead (mf, {args.seconds} s per point)",

@@ -167,6 +167,11 @@ async def closed_loop(port: int, router: str, prompts: list[str], concurrency: i
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+    return summarize(latencies, errors, elapsed, concurrency)
+
+
+def summarize(latencies: list[float], errors: int, elapsed: float, concurrency: int) -> dict:
+    """A closed-loop run's figures: req/s and latency percentiles (ms)."""
     lat = np.array(latencies) * 1000
     return {
         "concurrency": concurrency,

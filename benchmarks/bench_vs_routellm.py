@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 
-from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine
+from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine, summarize
 
 
 def start(args: list[str]) -> subprocess.Popen:
@@ -90,15 +89,68 @@ async def closed_loop(url: str, make_body, prompts: list[str], concurrency: int,
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    lat = np.array(latencies) * 1000
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "errors": errors,
-        "req_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-    }
+    return summarize(latencies, errors, elapsed, concurrency)
+
+
+def start_stub_backend(name: str, tmp: Path) -> tuple[subprocess.Popen, str]:
+    """tests/fake_backend.py as a process; returns it and its OpenAI-style base URL."""
+    port_file = tmp / f"{name}.port"
+    proc = start(["tests/fake_backend.py", "--name", name, "--port-file", str(port_file)])
+    while not (port_file.exists() and port_file.read_text()):
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port_file.read_text()}/v1"
+
+
+def start_router(router: str, rpc: int, metrics: int) -> subprocess.Popen:
+    """`lmroute serve` with the cache off, so every request runs the model."""
+    return start(
+        [
+            "-m",
+            "service.cli",
+            "serve",
+            "--routers",
+            router,
+            "--config",
+            "config.example.yaml",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(rpc),
+            "--metrics-port",
+            str(metrics),
+            "--cache-size",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+    )
+
+
+def start_gateway(rpc: int, strong_url: str, weak_url: str, port: int) -> subprocess.Popen:
+    """`lmroute gateway` with backend models named big (strong) and small (weak)."""
+    return start(
+        [
+            "-m",
+            "service.cli",
+            "gateway",
+            "--router-address",
+            f"127.0.0.1:{rpc}",
+            "--strong-model",
+            "big",
+            "--strong-url",
+            strong_url,
+            "--weak-model",
+            "small",
+            "--weak-url",
+            weak_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    )
 
 
 def run_baseline(weights: Path, prompts, concurrencies, seconds) -> list[dict]:
@@ -117,57 +169,10 @@ def run_baseline(weights: Path, prompts, concurrencies, seconds) -> list[dict]:
 
 def run_lmroute(prompts, concurrencies, seconds, tmp: Path) -> list[dict]:
     rpc, metrics, gw = free_port(), free_port(), free_port()
-    backends, urls = [], {}
-    for name in ("strong", "weak"):
-        port_file = tmp / f"{name}.port"
-        backends.append(start(["tests/fake_backend.py", "--name", name, "--port-file", str(port_file)]))
-        while not (port_file.exists() and port_file.read_text()):
-            time.sleep(0.05)
-        urls[name] = f"http://127.0.0.1:{port_file.read_text()}/v1"
-    server = start(
-        [
-            "-m",
-            "service.cli",
-            "serve",
-            "--routers",
-            "bert",
-            "--config",
-            "config.example.yaml",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(rpc),
-            "--metrics-port",
-            str(metrics),
-            "--cache-size",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-    )
-    gateway = start(
-        [
-            "-m",
-            "service.cli",
-            "gateway",
-            "--router-address",
-            f"127.0.0.1:{rpc}",
-            "--strong-model",
-            "big",
-            "--strong-url",
-            urls["strong"],
-            "--weak-model",
-            "small",
-            "--weak-url",
-            urls["weak"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(gw),
-            "--log-level",
-            "warning",
-        ]
-    )
+    (strong, strong_url), (weak, weak_url) = (start_stub_backend(n, tmp) for n in ("strong", "weak"))
+    backends = [strong, weak]
+    server = start_router("bert", rpc, metrics)
+    gateway = start_gateway(rpc, strong_url, weak_url, gw)
     url = f"http://127.0.0.1:{gw}/v1/chat/completions"
 
     def body(prompt: str) -> dict:
