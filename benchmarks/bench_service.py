@@ -170,6 +170,42 @@ async def closed_loop(port: int, router: str, prompts: list[str], concurrency: i
     return summarize(latencies, errors, elapsed, concurrency)
 
 
+async def open_loop(port: int, router: str, prompts: list[str], rate: float, seconds: float) -> dict:
+    """Poisson arrivals at `rate` req/s, sent whether or not earlier ones have answered.
+
+    Latency runs from each request's scheduled arrival, not from when the generator got round
+    to sending it, so a stalled server shows up in the figures (no coordinated omission)."""
+    rng = np.random.default_rng(0)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
+            try:
+                await stub.Route(request, timeout=30)
+                latencies.append(time.perf_counter() - scheduled)
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+        started = time.perf_counter()
+        tasks, i, arrival = [], 0, started
+        while arrival < started + seconds:
+            delay = arrival - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, arrival)))
+            i += 1
+            arrival += rng.exponential(1.0 / rate)
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    row = summarize(latencies, errors, elapsed, 0)
+    row.pop("concurrency")
+    return {"offered_per_s": rate, **row}
+
+
 def summarize(latencies: list[float], errors: int, elapsed: float, concurrency: int) -> dict:
     """A closed-loop run's figures: req/s and latency percentiles (ms)."""
     lat = np.array(latencies) * 1000
@@ -211,6 +247,26 @@ def measure(
     return rows
 
 
+def measure_open_loop(router: str, prompts: list[str], rates: list[float], seconds: float) -> list[dict]:
+    server = Server(router, 64)
+    rows = []
+    try:
+        for rate in rates:
+            s0, n0 = server.batch_stats()
+            row = asyncio.run(open_loop(server.port, router, prompts, rate, seconds))
+            s1, n1 = server.batch_stats()
+            row["mean_batch"] = (s1 - s0) / max(n1 - n0, 1)
+            rows.append(row)
+            print(
+                f"  offered {rate:7.1f}/s: served {row['req_per_s']:7.1f} req/s  p50 {row['p50_ms']:6.1f} ms"
+                f"  p99 {row['p99_ms']:7.1f} ms  mean batch {row['mean_batch']:5.1f}  errors {row['errors']}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return rows
+
+
 def to_markdown(report: dict) -> str:
     raw = report["raw_ceiling"]
     lines = [
@@ -232,6 +288,19 @@ def to_markdown(report: dict) -> str:
             f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['server_cpu_cores']:.2f} | "
             f"{r['errors']} |"
         )
+    if report.get("open_loop"):
+        lines += [
+            "",
+            "Open loop (Poisson arrivals; latency from the scheduled arrival), max batch 64:",
+            "",
+            "| offered req/s | served req/s | p50 ms | p95 ms | p99 ms | mean batch | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in report["open_loop"]:
+            lines.append(
+                f"| {r['offered_per_s']:.0f} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
+            )
     ratios = report["ratios"]
     lines += [
         "",
@@ -250,6 +319,13 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument(
+        "--open-loop",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5, 0.75, 0.9, 1.0, 1.1],
+        help="open-loop arrival rates as fractions of the closed-loop saturation (none: skip)",
+    )
     args = p.parse_args(argv)
     prompts = bench_mix(args.data, args.prompts)
     print(f"raw onnxruntime ceiling on {len(prompts)} bench-mix prompts ...", flush=True)
@@ -259,6 +335,10 @@ def main(argv=None) -> int:
     service = measure(args.router, prompts, 64, args.concurrency, args.seconds)
     print("service, batching off (max batch 1):", flush=True)
     off = measure(args.router, prompts, 1, [1, 32], args.seconds)
+    saturation = max(r["req_per_s"] for r in service)
+    print(f"service, open loop (fractions of {saturation:.0f} req/s):", flush=True)
+    rates = [f * saturation for f in args.open_loop]
+    open_rows = measure_open_loop(args.router, prompts, rates, args.seconds)
     on32 = next(r for r in service if r["concurrency"] == 32)
     off32 = next(r for r in off if r["concurrency"] == 32)
     report = {
@@ -268,6 +348,7 @@ def main(argv=None) -> int:
         "raw_ceiling": raw,
         "service": service,
         "batching_off": off,
+        "open_loop": open_rows,
         "ratios": {
             "efficiency": max(r["req_per_s"] for r in service) / raw["best"],
             "batching_gain_c32": on32["req_per_s"] / off32["req_per_s"],

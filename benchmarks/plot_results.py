@@ -22,6 +22,8 @@ def main() -> int:
         data = json.loads(service.read_text())
         series["lmroute gRPC, mf, batching on"] = data["service"]
         series["lmroute gRPC, mf, batching off"] = data["batching_off"]
+        if data.get("open_loop"):
+            series["lmroute gRPC, mf, open loop"] = data["open_loop"]
     versus = RESULTS / "vs_routellm.json"
     if versus.is_file():
         data = json.loads(versus.read_text())
@@ -30,11 +32,11 @@ def main() -> int:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key in zip(axes, ("p50_ms", "p99_ms"), strict=True):
         for label, rows in series.items():
-            rows = sorted(rows, key=lambda r: r["concurrency"])
+            rows = sorted(rows, key=lambda r: r.get("concurrency", r.get("offered_per_s", 0)))
             ax.plot([r["req_per_s"] for r in rows], [r[key] for r in rows], marker="o", label=label)
             for r in rows:
                 ax.annotate(
-                    f"c={r['concurrency']}",
+                    f"c={r['concurrency']}" if "concurrency" in r else f"{r['offered_per_s']:.0f}/s",
                     (r["req_per_s"], r[key]),
                     fontsize=7,
                     textcoords="offset points",
@@ -45,7 +47,7 @@ def main() -> int:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Latency vs throughput, closed loop, 2-core CPU (one run per table; see the .md files)")
+    fig.suptitle("Latency vs throughput, 2-core CPU (c = closed-loop concurrency, n/s = open-loop rate)")
     fig.tight_layout()
     out = RESULTS / "latency_vs_throughput.png"
     fig.savefig(out, dpi=110)

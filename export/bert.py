@@ -1,7 +1,9 @@
 """The BERT router: MiniLM-L6 fine-tuned with a 3-class head (strong wins / tie / weak wins).
 
-Labels: on each prompt, every observed (strong-tier model, weak-tier model) pair votes for
-one class; the prompt's target is the vote distribution (soft labels). Sources are balanced.
+Labels: on each prompt, every observed pair of its topic group's (stronger, weaker) models in
+the deployment regime (export.validation.RegimeValidator: the weaker model is usually right)
+votes for one class; the prompt's target is the vote distribution (soft labels). Sources are
+balanced.
 The top `trainable_layers` encoder layers are fine-tuned; the lower ones stay frozen, which
 keeps training within the CPU budget.
 """
@@ -26,26 +28,30 @@ class BertConfig:
     head_lr: float = 1e-3
     batch_size: int = 32
     trainable_layers: int = 2
+    # a per-source offset on the class logits, used in training only: how often a source's
+    # labels say "tie" depends on its label type (1-10 judge scores rarely tie, 0/1
+    # correctness often does), not on the prompt, and the offset keeps the head from
+    # learning "chat-like prompt -> stronger wins" from that
+    source_offsets: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def three_class_labels(
-    outcome: np.ndarray, observed: np.ndarray, strong_cols: list[int], weak_cols: list[int]
+def regime_labels(
+    outcome: np.ndarray, observed: np.ndarray, pairs_by_prompt: list[list[tuple[int, int]]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Soft [P(strong wins), P(tie), P(weak wins)] per prompt, and whether it has any pair."""
-    s_val, s_obs = outcome[:, strong_cols], observed[:, strong_cols]
-    w_val, w_obs = outcome[:, weak_cols], observed[:, weak_cols]
-    diff = s_val[:, :, None] - w_val[:, None, :]
-    both = (s_obs[:, :, None] & w_obs[:, None, :]).astype(np.float32)
-    n = both.sum((1, 2))
-    wins = ((diff > 0) * both).sum((1, 2))
-    losses = ((diff < 0) * both).sum((1, 2))
-    ties = n - wins - losses
-    labels = np.stack([wins, ties, losses], axis=1) / np.maximum(n, 1)[:, None]
-    return labels.astype(np.float32), n > 0
+    """Soft [P(stronger wins), P(tie), P(weaker wins)] per prompt over its own model pairs
+    (stronger first), counting only pairs that both have a label on the prompt."""
+    labels = np.zeros((len(outcome), 3), dtype=np.float32)
+    for i, pairs in enumerate(pairs_by_prompt):
+        both = [(a, b) for a, b in pairs if observed[i, a] and observed[i, b]]
+        votes = [np.sign(outcome[i, a] - outcome[i, b]) for a, b in both]
+        if votes:
+            v = np.array(votes)
+            labels[i] = [(v > 0).mean(), (v == 0).mean(), (v < 0).mean()]
+    return labels, labels.sum(1) > 0
 
 
 class Classifier(torch.nn.Module):
@@ -109,7 +115,8 @@ def train_bert(
     val_metric=None,
 ) -> tuple[Classifier, list[dict]]:
     """Fine-tune; after each epoch score the hold-out and keep the best epoch by `val_metric`
-    (higher is better; default: minus the hold-out cross-entropy)."""
+    (called with the probabilities of every val_idx prompt; higher is better; default: minus
+    the cross-entropy on the labelled hold-out prompts)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = Classifier(encoder)
@@ -123,6 +130,12 @@ def train_bert(
         weight_decay=0.01,
     )
     weights = torch.from_numpy(_source_weights(sources, train_idx))
+    names = sorted(set(sources))
+    source_ids = torch.tensor([names.index(s) for s in sources])
+    offsets = torch.nn.Embedding(len(names), 3)
+    torch.nn.init.zeros_(offsets.weight)
+    if cfg.source_offsets:
+        opt.add_param_group({"params": offsets.parameters(), "lr": cfg.head_lr, "weight_decay": 0.0})
     Y = torch.from_numpy(labels)
     history: list[dict] = []
     best = (-float("inf"), None)
@@ -136,14 +149,18 @@ def train_bert(
         )
         for chunk, ids, mask in bar:
             b = torch.from_numpy(chunk)
-            logp = torch.log_softmax(model(ids, mask), -1)
+            logits = model(ids, mask)
+            if cfg.source_offsets:
+                logits = logits + offsets(source_ids[b])
+            logp = torch.log_softmax(logits, -1)
             loss = (-(Y[b] * logp).sum(-1) * weights[b]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
         probs = predict(model, tokenizer, texts, val_idx)
-        ce = float(-(labels[val_idx] * np.log(probs + 1e-9)).sum(-1).mean())
+        labelled = labels[val_idx].sum(-1) > 0  # hold-out prompts without a label pair: no CE
+        ce = float(-(labels[val_idx] * np.log(probs + 1e-9)).sum(-1)[labelled].mean())
         metric = val_metric(probs) if val_metric else -ce
         history.append({"epoch": epoch + 1, "val_cross_entropy": ce, "val_metric": metric})
         if metric > best[0]:

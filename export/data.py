@@ -40,6 +40,8 @@ class TrainingPool:
     outcome: np.ndarray
     observed: np.ndarray
     is_judge: np.ndarray  # per prompt: labels come from judge scores (open-ended chat)
+    # per prompt: its topic group, the source or, for MMLU-Pro, "mmlu_pro:<category>"
+    groups: list[str] = field(default_factory=list)
     battles: list[tuple[int, int, int, float]] = field(default_factory=list)  # (prompt, a, b, y)
 
     def model_index(self, name: str) -> int:
@@ -119,6 +121,7 @@ def load_pool(data_dir: str | Path) -> TrainingPool:
             battles.append((index[r["uid"]], a, b, y))
 
     sources = [r["source"] for r in rows]
+    groups = [f"{r['source']}:{r['category']}" if r.get("category") else r["source"] for r in rows]
     return TrainingPool(
         uids=uids,
         texts=[r["text"] for r in rows],
@@ -128,6 +131,7 @@ def load_pool(data_dir: str | Path) -> TrainingPool:
         observed=observed,
         is_judge=np.array([s in CHAT_SOURCES for s in sources]),
         battles=battles,
+        groups=groups,
     )
 
 

@@ -138,16 +138,23 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[tuple[np.ndarray, 
 
 
 class MFGraph(torch.nn.Module):
-    """Encoder + MF head: one run gives the embedding and every known model's logit."""
+    """Encoder + MF head: one run gives the embedding and every known model's logit; with a
+    difficulty layer, the prompt's standardised difficulty is appended as the last column."""
 
-    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Module) -> None:
+    def __init__(
+        self, encoder: torch.nn.Module, head: torch.nn.Module, difficulty: torch.nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.difficulty = difficulty
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         emb = self.encoder(input_ids, attention_mask)
-        return emb, self.head(emb)
+        logits = self.head(emb)
+        if self.difficulty is not None:
+            logits = torch.cat([logits, self.difficulty(emb)], dim=1)
+        return emb, logits
 
 
 class ClassifierGraph(torch.nn.Module):

@@ -44,13 +44,14 @@ def main(argv=None) -> int:
     report: dict = {}
     for name in resolve_benchmarks("all"):
         bench = load_benchmark(name, args.data)
-        emb = router.run_chunked(bench.prompts, ["embedding"])[0]
+        emb, shipped = router.run_chunked(bench.prompts, ["embedding", "logits"])
+        extra = shipped[:, len(router.models) :]  # the difficulty column, shared by every seed
         rows = []
         for _, head in heads:
             with torch.inference_mode():
-                logits = head(torch.from_numpy(emb)).numpy()
+                logits = np.hstack([head(torch.from_numpy(emb)).numpy(), extra])
             curve = routing_curve(
-                mf_scores(logits, strong, weak, raw["scoring"]),
+                mf_scores(logits, strong, weak, raw["scoring"], router.tilt),
                 bench.strong_outcome,
                 bench.weak_outcome,
                 weights=bench.weights,

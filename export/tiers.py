@@ -1,7 +1,7 @@
 """Model tiers: which models of the pool stand for "strong" (GPT-4 class) and "weak"
 (Mixtral class) when a prompt has no label for the exact default pair.
 
-Used for the BERT router's 3-class labels and for validation on the train hold-out.
+Used by the default-pair validation on the train hold-out.
 """
 
 from __future__ import annotations

@@ -66,13 +66,24 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-class AllPairsValidator:
-    """A lower-noise hold-out check: mean APGR over many (stronger, weaker) model pairs.
+REGIME_WEAK_MIN = 0.5
+REGIME_MIN_GAP = 0.08
 
-    Per source, sample up to `max_pairs` pairs whose train-split accuracy differs by at least
-    `min_gap`, both labelled on most hold-out prompts; route each pair with the router's own
-    pair score and average the APGRs. One pair on ~150 prompts moves APGR by +-0.05; sixty
-    pairs average most of that noise out.
+
+class RegimeValidator:
+    """Hold-out APGR in the regime a router is deployed in: the weak model is usually right.
+
+    Per topic group (a source, or an MMLU-Pro category), every (stronger, weaker) model pair
+    whose train-split accuracies differ by at least `min_gap` and whose weaker model is right
+    at least `weak_min` of the time; mean APGR over up to `max_pairs` such pairs per group,
+    then over groups.
+
+    Why a regime: where the weak model mostly fails (MMLU-Pro chemistry, MATH level 5: weak
+    models at 0.1-0.3), "harder prompt" means "both fail", and routing by difficulty does no
+    better than chance there. In the regime where routing pays, the weak model is adequate on
+    most prompts (RouteLLM's Mixtral vs GPT-4), and a harder prompt is where the strong model
+    earns its price. A validation over every pair mixes the two regimes, and its ranking of
+    routers was measured not to carry over (see the models_onnx manifests).
     """
 
     def __init__(
@@ -80,37 +91,52 @@ class AllPairsValidator:
         pool: TrainingPool,
         train_idx: np.ndarray,
         val_idx: np.ndarray,
+        weak_min: float = REGIME_WEAK_MIN,
+        min_gap: float = REGIME_MIN_GAP,
         max_pairs: int = 60,
-        min_gap: float = 0.08,
         seed: int = 0,
     ) -> None:
         self.pool = pool
         rng = np.random.default_rng(seed)
-        sources = np.array(pool.sources)
+        groups = np.array(pool.groups)
         self.groups: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
-        for source in sorted(set(pool.sources)):
-            val = val_idx[sources[val_idx] == source]
-            train = train_idx[sources[train_idx] == source]
-            models = [k for k in range(len(pool.models)) if len(val) and pool.observed[val, k].mean() > 0.8]
-            acc = {k: pool.outcome[train, k][pool.observed[train, k]].mean() for k in models}
-            pairs = [(a, b) for a in models for b in models if acc[a] - acc[b] >= min_gap]
-            if len(val) < 40 or not pairs:
+        for group in sorted(set(pool.groups)):
+            val = val_idx[groups[val_idx] == group]
+            train = train_idx[groups[train_idx] == group]
+            pairs = regime_pairs(pool, train, val, weak_min, min_gap)
+            if len(val) < 20 or len(pairs) < 5:
                 continue
             chosen = rng.choice(len(pairs), size=min(max_pairs, len(pairs)), replace=False)
-            self.groups[source] = (val, [pairs[i] for i in chosen])
+            self.groups[group] = (val, [pairs[i] for i in sorted(chosen)])
 
     def __call__(self, pair_scores) -> dict[str, float]:
         """`pair_scores(idx, a, b)` -> the router's scores of prompts idx for pair (a, b)."""
         out = {}
         observed, outcome = self.pool.observed, self.pool.outcome
-        for source, (val, pairs) in self.groups.items():
+        for group, (val, pairs) in self.groups.items():
             values = []
             for a, b in pairs:
                 idx = val[observed[val, a] & observed[val, b]]
                 ya, yb = outcome[idx, a], outcome[idx, b]
-                if abs(ya.mean() - yb.mean()) < 0.03:  # no gap left to route for
+                if len(idx) < 10 or abs(ya.mean() - yb.mean()) < 0.02:
                     continue
                 values.append(apgr(routing_curve(pair_scores(idx, a, b), ya, yb)))
-            out[f"pairs_apgr_{source}"] = float(np.mean(values))
-        out["pairs_apgr_mean"] = float(np.mean(list(out.values())))
+            if values:
+                out[f"regime_apgr_{group}"] = float(np.mean(values))
+        out["regime_apgr_mean"] = float(np.mean(list(out.values())))
         return out
+
+
+def regime_pairs(
+    pool: TrainingPool, train: np.ndarray, val: np.ndarray, weak_min: float, min_gap: float
+) -> list[tuple[int, int]]:
+    """(stronger, weaker) model pairs labelled on most of `val`, by accuracy on `train`."""
+    if not len(val) or not len(train):
+        return []
+    models = [
+        k
+        for k in range(len(pool.models))
+        if pool.observed[val, k].mean() > 0.8 and pool.observed[train, k].sum() >= 10
+    ]
+    acc = {k: float(pool.outcome[train, k][pool.observed[train, k]].mean()) for k in models}
+    return [(a, b) for a in models for b in models if acc[a] - acc[b] >= min_gap and acc[b] >= weak_min]

@@ -66,6 +66,16 @@ def test_unknown_format_version_is_refused(artifact: Path) -> None:
         load_manifest(artifact)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"scoring": "vibes"}, "unknown scoring rule 'vibes'"), ({"difficulty_tilt": "nan"}, "difficulty_tilt")],
+)
+def test_bad_scoring_fields_are_refused(artifact: Path, changes: dict, message: str) -> None:
+    edit_manifest(artifact, **changes)
+    with pytest.raises(ValueError, match=message):
+        MFRouter(artifact)
+
+
 def test_missing_listed_file_is_refused(artifact: Path) -> None:
     (artifact / "tokenizer.json").unlink()
     with pytest.raises(ArtifactError, match=r"tokenizer\.json: listed in the manifest but missing"):

@@ -78,13 +78,35 @@ def test_mf_scores_any_known_pair(mf_router) -> None:
     np.testing.assert_allclose(default, aliased)
     other = mf_router.score(prompts, "gpt-4o", "llama-3.1-8b-instruct")
     assert not np.allclose(other, default)
-    swapped = mf_router.score(prompts, "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview")
-    np.testing.assert_allclose(swapped, 1.0 - default, atol=1e-9)  # P(a beats b) = 1 - P(b beats a)
+    # the shipped rule: sigmoid((logit_strong - logit_weak + tilt * difficulty) / (1 + tilt))
+    assert mf_router.scoring == "difficulty_tilted" and mf_router.tilt > 0
+    logits = mf_router.logits(prompts).astype(np.float64)
+    s, w = mf_router.column("gpt-4o"), mf_router.column("llama-3.1-8b-instruct")
+    difficulty = logits[:, len(mf_router.models)]
+    for a, b, got in ((s, w, other), (w, s, mf_router.score(prompts, "llama-3.1-8b-instruct", "gpt-4o"))):
+        gap = (logits[:, a] - logits[:, b] + mf_router.tilt * difficulty) / (1 + mf_router.tilt)
+        expected = 1 / (1 + np.exp(-gap))
+        np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_mf_tilt_favours_the_strong_model_on_harder_prompts(mf_router) -> None:
+    n = len(mf_router.models)
+    rows = np.zeros((5, n + 1))
+    rows[:, 0], rows[:, 1] = 0.3, -0.2  # the same MF gap on every row
+    rows[:, n] = [-2.0, -1.0, 0.0, 1.0, 2.0]  # rising difficulty
+    scores = mf_router.scores_from_logits(rows, 0, 1)
+    assert np.all(np.diff(scores) > 0)
+    assert scores[2] == pytest.approx(1 / (1 + np.exp(-0.5 / (1 + mf_router.tilt))))
+    # with the same difficulty, a larger MF gap still wins
+    rows[:, 0] = [0.0, 0.5, 1.0, 1.5, 2.0]
+    rows[:, n] = 0.0
+    assert np.all(np.diff(mf_router.scores_from_logits(rows, 0, 1)) > 0)
 
 
 def test_mf_logits_cover_every_known_model(mf_router) -> None:
     logits = mf_router.logits(["one", "two", "three"])
-    assert logits.shape == (3, len(mf_router.models))
+    # one logit per known model, then the prompt's difficulty (the tilt's input)
+    assert logits.shape == (3, len(mf_router.models) + 1)
     assert len(mf_router.models) >= 70
 
 

@@ -10,6 +10,7 @@ from service.errors import UnknownModelError
 from service.routers.onnx_router import OnnxRouter
 
 LOGITS = "logits"
+SCORING_RULES = ("bradley_terry", "expected_gain", "difficulty_tilted")
 EMBEDDING = "embedding"
 
 
@@ -23,7 +24,12 @@ class MFRouter(OnnxRouter):
     The manifest's `scoring` says how two logits become a win rate:
     - "bradley_terry": sigmoid(logit_strong - logit_weak) (RouteLLM's MF);
     - "expected_gain": 0.5 + 0.5 * (sigmoid(logit_strong) - sigmoid(logit_weak)), the win rate
-      with ties counted as half when sigmoid(logit_k) is P(model k answers well).
+      with ties counted as half when sigmoid(logit_k) is P(model k answers well);
+    - "difficulty_tilted": sigmoid((logit_strong - logit_weak + tilt * difficulty) / (1 + tilt)),
+      where the graph's last logit column is the prompt's standardised difficulty (harder is
+      higher) and `difficulty_tilt` comes from the manifest: the harder the prompt, the more
+      the stronger model of the pair is worth. Dividing by 1 + tilt makes it a weighted mean of
+      the MF logit gap and the difficulty, which keeps thresholds readable.
     A model may have a declared stand-in (e.g. a GPT-4-class model with more labels).
     """
 
@@ -37,8 +43,11 @@ class MFRouter(OnnxRouter):
         self._aliases: dict[str, str] = dict(raw.get("aliases", {}))
         self._stand_ins: dict[str, str] = dict(raw.get("stand_ins", {}))
         self.scoring: str = raw.get("scoring", "bradley_terry")
-        if self.scoring not in ("bradley_terry", "expected_gain"):
+        if self.scoring not in SCORING_RULES:
             raise ValueError(f"unknown scoring rule {self.scoring!r} in {self.manifest.directory}")
+        self.tilt = float(raw.get("difficulty_tilt", 0.0))
+        if not (np.isfinite(self.tilt) and self.tilt >= 0):
+            raise ValueError(f"difficulty_tilt must be a number >= 0 in {self.manifest.directory}")
 
     def canonical(self, model: str) -> str:
         """Canonical model name, or UnknownModelError listing the known ones."""
@@ -53,13 +62,17 @@ class MFRouter(OnnxRouter):
         return self._index[self._stand_ins.get(name, name)]
 
     def logits(self, prompts: Sequence[str]) -> np.ndarray:
-        """[n_prompts, n_models] logits, in manifest model order."""
+        """[n_prompts, n_models] logits in manifest model order (plus the difficulty column
+        under "difficulty_tilted")."""
         return self.run_chunked(prompts, [LOGITS])[0]
 
     def scores_from_logits(self, logits: np.ndarray, strong: int, weak: int) -> np.ndarray:
         ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
         if self.scoring == "bradley_terry":
             return _sigmoid(ls - lw)
+        if self.scoring == "difficulty_tilted":
+            difficulty = logits[:, len(self.models)].astype(np.float64)
+            return _sigmoid((ls - lw + self.tilt * difficulty) / (1.0 + self.tilt))
         return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
 
     def score(
