@@ -143,6 +143,17 @@ class Server:
         self.proc.wait(60)
 
 
+async def timed_route(stub, router: str, prompts: list[str], i: int, since: float) -> float | None:
+    """Route the i-th request; its latency from `since` in seconds, or None on an RPC error.
+    A unique suffix defeats any cache; the text stays a bench-mix prompt."""
+    request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
+    try:
+        await stub.Route(request, timeout=30)
+    except grpc.aio.AioRpcError:
+        return None
+    return time.perf_counter() - since
+
+
 async def closed_loop(port: int, router: str, prompts: list[str], concurrency: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -154,15 +165,11 @@ async def closed_loop(port: int, router: str, prompts: list[str], concurrency: i
         async def worker():
             nonlocal errors
             while time.perf_counter() < deadline:
-                i = next(counter)
-                # a unique suffix defeats any cache; the text stays a bench-mix prompt
-                request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
-                started = time.perf_counter()
-                try:
-                    await stub.Route(request, timeout=30)
-                    latencies.append(time.perf_counter() - started)
-                except grpc.aio.AioRpcError:
+                latency = await timed_route(stub, router, prompts, next(counter), time.perf_counter())
+                if latency is None:
                     errors += 1
+                else:
+                    latencies.append(latency)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -183,12 +190,11 @@ async def open_loop(port: int, router: str, prompts: list[str], rate: float, sec
 
         async def one(i: int, scheduled: float) -> None:
             nonlocal errors
-            request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
-            try:
-                await stub.Route(request, timeout=30)
-                latencies.append(time.perf_counter() - scheduled)
-            except grpc.aio.AioRpcError:
+            latency = await timed_route(stub, router, prompts, i, scheduled)
+            if latency is None:
                 errors += 1
+            else:
+                latencies.append(latency)
 
         started = time.perf_counter()
         tasks, i, arrival = [], 0, started
