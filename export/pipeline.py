@@ -41,6 +41,7 @@ from export.validation import (
 from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
 from service.routers import BertRouter, MFRouter
 from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from service.routers.mf import win_rate
 from service.routers.tokenization import BatchTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,21 +63,6 @@ SCORING = "difficulty_tilted"
 CALIBRATION_FRACTIONS = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def mf_scores(logits: np.ndarray, strong: int, weak: int, rule: str, tilt: float = 0.0) -> np.ndarray:
-    """The runtime's scoring rules (service/routers/mf.py) on head logits; under
-    "difficulty_tilted" the last column is the prompt's standardised difficulty."""
-    ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
-    if rule == "bradley_terry":
-        return sigmoid(ls - lw)
-    if rule == "difficulty_tilted":
-        return sigmoid((ls - lw + tilt * logits[:, -1].astype(np.float64)) / (1.0 + tilt))
-    return 0.5 + 0.5 * (sigmoid(ls) - sigmoid(lw))
-
-
 def choose_stand_in(pool, logits_per_seed: list[np.ndarray], tilt: float, validator) -> tuple[str, list]:
     """The GPT-4-class model whose vector stands in for gpt-4-1106-preview (labelled on 299
     arena prompts only): best default-pair hold-out APGR, averaged over the seeds."""
@@ -84,7 +70,7 @@ def choose_stand_in(pool, logits_per_seed: list[np.ndarray], tilt: float, valida
     table = []
     for stand_in in STAND_IN_CANDIDATES:
         strong = pool.model_index(stand_in)
-        runs = [validator(mf_scores(lg, strong, weak, SCORING, tilt)) for lg in logits_per_seed]
+        runs = [validator(win_rate(lg, strong, weak, SCORING, tilt)) for lg in logits_per_seed]
         table.append({"stand_in": stand_in, **{k: float(np.mean([r[k] for r in runs])) for k in runs[0]}})
         print(f"  stand-in {stand_in:26s} hold-out apgr={table[-1]['apgr_mean']:.4f}")
     return max(table, key=lambda r: r["apgr_mean"])["stand_in"], table
@@ -151,8 +137,8 @@ def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validato
     seed_metrics = []
     for seed, lg in enumerate(logits_per_seed):
         metrics = {
-            **validator(mf_scores(lg, strong, weak, SCORING, tilt)),
-            **regime(lambda i, a, b, lg=lg: mf_scores(lg[i], a, b, SCORING, tilt)),
+            **validator(win_rate(lg, strong, weak, SCORING, tilt)),
+            **regime(lambda i, a, b, lg=lg: win_rate(lg[i], a, b, SCORING, tilt)),
         }
         seed_metrics.append({"seed": args.seed + seed, **metrics})
         print(
@@ -198,7 +184,7 @@ def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validato
     aucs = {}
     for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
         lg = run_onnx(path, tok_file, args.max_tokens, val_texts, "logits")
-        aucs[name] = auc(mf_scores(lg, strong, weak, SCORING, tilt)[keep], label[keep])
+        aucs[name] = auc(win_rate(lg, strong, weak, SCORING, tilt)[keep], label[keep])
     check_int8_auc(report, aucs)
 
     aliases = json.loads((args.data / "model_aliases.json").read_text())

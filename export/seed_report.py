@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from export.mf import MFConfig, MFHead
-from export.pipeline import mf_scores, update_manifest
+from export.pipeline import update_manifest
 from service.evaluation import apgr, cpt, load_benchmark, resolve_benchmarks, routing_curve
 from service.routers import MFRouter
+from service.routers.mf import win_rate
 
 
 def main(argv=None) -> int:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 logits = np.hstack([head(torch.from_numpy(emb)).numpy(), extra])
             curve = routing_curve(
-                mf_scores(logits, strong, weak, raw["scoring"], router.tilt),
+                win_rate(logits, strong, weak, raw["scoring"], router.tilt),
                 bench.strong_outcome,
                 bench.weak_outcome,
                 weights=bench.weights,

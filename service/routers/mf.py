@@ -18,6 +18,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def win_rate(logits: np.ndarray, strong: int, weak: int, scoring: str, tilt: float = 0.0) -> np.ndarray:
+    """P(strong beats weak) per row of `logits` under a scoring rule (see MFRouter); under
+    "difficulty_tilted" the last column is the prompt's standardised difficulty. The export
+    pipeline scores its candidates with this same function."""
+    ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
+    if scoring == "bradley_terry":
+        return _sigmoid(ls - lw)
+    if scoring == "difficulty_tilted":
+        difficulty = logits[:, -1].astype(np.float64)
+        return _sigmoid((ls - lw + tilt * difficulty) / (1.0 + tilt))
+    return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
+
+
 class MFRouter(OnnxRouter):
     """Scores P(strong beats weak | prompt) from per-model logits.
 
@@ -67,13 +80,7 @@ class MFRouter(OnnxRouter):
         return self.run_chunked(prompts, [LOGITS])[0]
 
     def scores_from_logits(self, logits: np.ndarray, strong: int, weak: int) -> np.ndarray:
-        ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
-        if self.scoring == "bradley_terry":
-            return _sigmoid(ls - lw)
-        if self.scoring == "difficulty_tilted":
-            difficulty = logits[:, len(self.models)].astype(np.float64)
-            return _sigmoid((ls - lw + self.tilt * difficulty) / (1.0 + self.tilt))
-        return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
+        return win_rate(logits, strong, weak, self.scoring, self.tilt)
 
     def score(
         self,
