@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine
+from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine, write_results
 from benchmarks.bench_service import closed_loop as grpc_loop
 from benchmarks.bench_vs_routellm import closed_loop as http_loop
 from benchmarks.bench_vs_routellm import start_gateway, start_router, start_stub_backend, stop, wait_http
@@ -95,8 +94,7 @@ def main(argv=None) -> int:
         f"{own * 1000:.2f} ms.",
     ]
     report = {"machine": machine(), "rows": rows, "gateway_overhead_mean_s": own}
-    (RESULTS / "gateway_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "gateway_overhead.md").write_text("\n".join(lines) + "\n")
+    write_results("gateway_overhead", report, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -82,32 +82,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_args(router: str, port: int, metrics_port: int, max_batch_size: int | None = None) -> list[str]:
+    """`python -m service.cli serve` arguments for a benchmark: loopback, the example config,
+    the cache off (every request runs the model), warnings-only logs."""
+    args = ["-m", "service.cli", "serve", "--routers", router, "--config", str(ROOT / "config.example.yaml")]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)]
+    if max_batch_size is not None:
+        args += ["--max-batch-size", str(max_batch_size)]
+    return args + ["--cache-size", "0", "--log-level", "warning"]
+
+
+def write_results(stem: str, report: dict, markdown: str) -> None:
+    """benchmarks/results/<stem>.json and .md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown)
+
+
 class Server:
     def __init__(self, router: str, max_batch_size: int) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "serve",
-                "--routers",
-                router,
-                "--config",
-                str(ROOT / "config.example.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--max-batch-size",
-                str(max_batch_size),
-                "--cache-size",
-                "0",
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, *serve_args(router, self.port, self.metrics_port, max_batch_size)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -368,9 +364,7 @@ def main(argv=None) -> int:
             "low_load_overhead_ms": service[0]["p50_ms"] - raw["single_prompt_ms"],
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"service_{args.router}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"service_{args.router}.md").write_text(to_markdown(report))
+    write_results(f"service_{args.router}", report, to_markdown(report))
     print(to_markdown(report))
     return 0
 

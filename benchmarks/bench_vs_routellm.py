@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,16 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine, summarize
+from benchmarks.bench_service import (
+    RESULTS,
+    ROOT,
+    bench_mix,
+    free_port,
+    machine,
+    serve_args,
+    summarize,
+    write_results,
+)
 
 
 def start(args: list[str]) -> subprocess.Popen:
@@ -103,27 +111,7 @@ def start_stub_backend(name: str, tmp: Path) -> tuple[subprocess.Popen, str]:
 
 def start_router(router: str, rpc: int, metrics: int) -> subprocess.Popen:
     """`lmroute serve` with the cache off, so every request runs the model."""
-    return start(
-        [
-            "-m",
-            "service.cli",
-            "serve",
-            "--routers",
-            router,
-            "--config",
-            "config.example.yaml",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(rpc),
-            "--metrics-port",
-            str(metrics),
-            "--cache-size",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-    )
+    return start(serve_args(router, rpc, metrics))
 
 
 def start_gateway(rpc: int, strong_url: str, weak_url: str, port: int) -> subprocess.Popen:
@@ -226,9 +214,7 @@ def main(argv=None) -> int:
             f"{ours['req_per_s'] / b['req_per_s']:.2f}x |"
         )
     report = {"machine": machine(), "seconds": args.seconds, "baseline": baseline, "lmroute": lmroute}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "vs_routellm.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "vs_routellm.md").write_text("\n".join(lines) + "\n")
+    write_results("vs_routellm", report, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
