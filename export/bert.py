@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from export.encoder import MeanPooledEncoder
-from export.mf import _source_weights
+from export.mf import source_weights
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,21 @@ def predict(model: Classifier, tokenizer: Tokenizer, texts: list[str], idx: np.n
     return out[idx]
 
 
+def probs_and_embeddings(
+    model: Classifier, tokenizer: Tokenizer, texts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every prompt's class probabilities and fine-tuned normalised embedding, in input order."""
+    model.eval()
+    probs = np.zeros((len(texts), 3), dtype=np.float32)
+    emb = np.zeros((len(texts), model.head.in_features), dtype=np.float32)
+    with torch.inference_mode():
+        for chunk, ids, mask in _batches(tokenizer, texts, np.arange(len(texts)), 64):
+            pooled = model.pooled(ids, mask)
+            probs[chunk] = torch.softmax(model.head(pooled), -1).numpy()
+            emb[chunk] = torch.nn.functional.normalize(pooled, p=2.0, dim=-1).numpy()
+    return probs, emb
+
+
 def train_bert(
     encoder: MeanPooledEncoder,
     tokenizer: Tokenizer,
@@ -129,7 +144,7 @@ def train_bert(
         ],
         weight_decay=0.01,
     )
-    weights = torch.from_numpy(_source_weights(sources, train_idx))
+    weights = torch.from_numpy(source_weights(sources, train_idx))
     names = sorted(set(sources))
     source_ids = torch.tensor([names.index(s) for s in sources])
     offsets = torch.nn.Embedding(len(names), 3)

@@ -55,7 +55,7 @@ class MFHead(torch.nn.Module):
         return logits
 
 
-def _source_weights(sources: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def source_weights(sources: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Per-prompt weights so each source contributes equally (mmlu_pro would swamp the rest)."""
     weights = np.zeros(len(sources), dtype=np.float32)
     present = sorted(set(sources[idx]))
@@ -80,11 +80,11 @@ def train_mf(
     rng = np.random.default_rng(cfg.seed)
     head = MFHead(outcome.shape[1], emb.shape[1], cfg)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    prompt_w = torch.from_numpy(_source_weights(sources, train_idx))
+    prompt_w = torch.from_numpy(source_weights(sources, train_idx))
     E = torch.from_numpy(emb)
     Y = torch.from_numpy(outcome)
     M = torch.from_numpy(observed.astype(np.float32))
-    val_w = torch.from_numpy(_source_weights(sources, val_idx)) if val_idx is not None else None
+    val_w = torch.from_numpy(source_weights(sources, val_idx)) if val_idx is not None else None
 
     def batch_loss(b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         logits = head(E[b])

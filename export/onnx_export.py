@@ -139,7 +139,8 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[tuple[np.ndarray, 
 
 class MFGraph(torch.nn.Module):
     """Encoder + MF head: one run gives the embedding and every known model's logit; with a
-    difficulty layer, the prompt's standardised difficulty is appended as the last column."""
+    difficulty head (over the embedding and the attention mask), the prompt's standardised
+    difficulty is appended as the last column."""
 
     def __init__(
         self, encoder: torch.nn.Module, head: torch.nn.Module, difficulty: torch.nn.Module | None = None
@@ -153,16 +154,23 @@ class MFGraph(torch.nn.Module):
         emb = self.encoder(input_ids, attention_mask)
         logits = self.head(emb)
         if self.difficulty is not None:
-            logits = torch.cat([logits, self.difficulty(emb)], dim=1)
+            logits = torch.cat([logits, self.difficulty(emb, attention_mask)], dim=1)
         return emb, logits
 
 
 class ClassifierGraph(torch.nn.Module):
-    """Fine-tuned encoder + 3-class head, softmaxed: [P(strong wins), P(tie), P(weak wins)]."""
+    """Fine-tuned encoder + 3-class head, softmaxed: [P(strong wins), P(tie), P(weak wins)];
+    with a difficulty head, also the prompt's standardised difficulty from the same encoder."""
 
-    def __init__(self, classifier: torch.nn.Module) -> None:
+    def __init__(self, classifier: torch.nn.Module, difficulty: torch.nn.Module | None = None) -> None:
         super().__init__()
         self.classifier = classifier
+        self.difficulty = difficulty
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return torch.softmax(self.classifier(input_ids, attention_mask), dim=-1)
+        pooled = self.classifier.pooled(input_ids, attention_mask)
+        probs = torch.softmax(self.classifier.head(pooled), dim=-1)
+        if self.difficulty is None:
+            return probs
+        embedding = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+        return probs, self.difficulty(embedding, attention_mask)

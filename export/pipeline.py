@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.bert import BertConfig, predict, regime_labels, train_bert
+from export.bert import BertConfig, probs_and_embeddings, regime_labels, train_bert
 from export.data import load_pool, split_prompts
-from export.difficulty import RIDGE_LAMBDA, fit_difficulty, predict_difficulty
+from export.difficulty import RIDGE_LAMBDA, fit_difficulty, predict_difficulty, token_counts
 from export.embed import cached_embeddings, embed_texts
 from export.encoder import ENCODER_NAME, license_note, load_encoder, load_tokenizer, locate_encoder
 from export.mf import MFConfig, predict_logits, train_mf
 from export.onnx_export import ClassifierGraph, MFGraph, export_onnx, quantize_int8
 from export.reference import write_reference
-from export.selection import leave_one_group_out
+from export.selection import bert_tilt_by_proxy, leave_one_group_out
 from export.tiers import DEFAULT_STRONG, DEFAULT_WEAK
 from export.validation import (
     REGIME_MIN_GAP,
@@ -41,7 +41,7 @@ from export.validation import (
 from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
 from service.routers import BertRouter, MFRouter
 from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
-from service.routers.mf import win_rate
+from service.routers.mf import tilted, win_rate
 from service.routers.tokenization import BatchTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,15 +117,15 @@ def save_tokenizer(folder: Path, max_tokens: int, dst: Path) -> None:
     load_tokenizer(folder, max_tokens).save(str(dst))
 
 
-def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validator, summary):
+def export_mf(args, pool, emb, n_tokens, encoder, enc_folder, train_idx, val_idx, validator, summary):
     sources = np.array(pool.sources)
     print("[mf] choosing the variant and the difficulty tilt: leave one topic out, regime pairs")
-    best, grid = leave_one_group_out(pool, emb, MF_VARIANTS, args.selection_epochs, args.seed)
+    best, grid = leave_one_group_out(pool, emb, n_tokens, MF_VARIANTS, args.selection_epochs, args.seed)
     tilt = best["tilt"]
     print(f"[mf] chose {best['variant']} with tilt {tilt} (apgr {best['logo_regime_apgr']:.4f})")
     base = dataclasses.replace(MF_VARIANTS[best["variant"]], epochs=args.mf_epochs)
-    difficulty = fit_difficulty(emb, pool.outcome, pool.observed, train_idx)
-    tilt_feature = predict_difficulty(difficulty, emb)[:, None]
+    difficulty = fit_difficulty(emb, n_tokens, pool.outcome, pool.observed, train_idx)
+    tilt_feature = predict_difficulty(difficulty, emb, n_tokens)[:, None]
     heads, logits_per_seed = [], []
     for seed in range(args.seeds):
         cfg = dataclasses.replace(base, seed=args.seed + seed)
@@ -212,8 +212,9 @@ def export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validato
             "config": base.to_dict(),
             "seeds": args.seeds,
             "encoder_frozen": True,
-            "difficulty": f"ridge (lambda {RIDGE_LAMBDA}) of 1 - mean outcome on the embedding, "
-            "standardised on the training prompts; the graph's last logit column",
+            "difficulty": f"ridge (lambda {RIDGE_LAMBDA}) of 1 - mean outcome on the embedding and the "
+            "standardised log token count (after truncation); output standardised on the training "
+            "prompts; the graph's last logit column",
         },
     }
     finish_artifact(out, MFRouter, args, pool, enc_folder, summary, quant, report, specific)
@@ -282,10 +283,10 @@ def regime_pairs_by_prompt(pool, train_idx: np.ndarray) -> list[list[tuple[int, 
     return [by_group[g] for g in pool.groups]
 
 
-def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
+def export_bert(args, pool, emb, n_tokens, enc_folder, train_idx, val_idx, validator, summary):
     tokenizer = load_tokenizer(enc_folder, args.max_tokens)
     labels, has_pair = regime_labels(pool.outcome, pool.observed, regime_pairs_by_prompt(pool, train_idx))
-    tr, va = train_idx[has_pair[train_idx]], val_idx[has_pair[val_idx]]
+    tr = train_idx[has_pair[train_idx]]
     regime = RegimeValidator(pool, train_idx, val_idx)
     full = np.full(len(pool.texts), np.nan)
 
@@ -293,49 +294,91 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
         full[val_idx] = probs[:, 0]
         return regime(lambda i, a, b: full[i])["regime_apgr_mean"]
 
+    print("[bert] choosing the difficulty tilt: leave one topic out, frozen-encoder stand-in")
+    best_tilt, tilt_table = bert_tilt_by_proxy(pool, emb, n_tokens, labels, has_pair)
+    tilt = best_tilt["tilt"]
+    print(f"[bert] chose tilt {tilt} (apgr {best_tilt['logo_regime_apgr']:.4f})")
     cfg = BertConfig(epochs=args.bert_epochs, seed=args.seed)
     encoder = load_encoder(enc_folder)  # a fresh copy: MF keeps the frozen one
     model, history = train_bert(
         encoder, tokenizer, pool.texts, labels, np.array(pool.sources), tr, val_idx, cfg, val_metric
     )
-    full[val_idx] = predict(model, tokenizer, pool.texts, val_idx)[:, 0]
+    probs, tuned = probs_and_embeddings(model, tokenizer, pool.texts)
+    difficulty = fit_difficulty(tuned, n_tokens, pool.outcome, pool.observed, train_idx)
+    strong_logit = np.log(np.clip(probs[:, 0], 1e-7, 1 - 1e-7) / np.clip(1 - probs[:, 0], 1e-7, 1))
+    standardise = {
+        "mean": float(strong_logit[train_idx].mean()),
+        "sd": float(strong_logit[train_idx].std()),
+        "measured_on": "training-split prompts",
+    }
+    z = (strong_logit - standardise["mean"]) / standardise["sd"]
+    full[:] = tilted(z, predict_difficulty(difficulty, tuned, n_tokens), tilt)
     metrics = {**validator(full), **regime(lambda i, a, b: full[i])}
-    print(f"[bert] hold-out apgr_mean={metrics['apgr_mean']:.4f} regime={metrics['regime_apgr_mean']:.4f}")
+    untilted = regime(lambda i, a, b: probs[i, 0])["regime_apgr_mean"]
+    print(
+        f"[bert] hold-out apgr_mean={metrics['apgr_mean']:.4f} regime={metrics['regime_apgr_mean']:.4f} "
+        f"(classifier alone {untilted:.4f})"
+    )
 
     out = args.output / "bert"
     out.mkdir(parents=True, exist_ok=True)
     save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
     save_hf(model, tokenizer_folder=enc_folder, max_tokens=args.max_tokens, dst=args.cache / "bert_hf")
-    graph = ClassifierGraph(model).eval()
+    graph = ClassifierGraph(model, difficulty).eval()
     fp32 = args.cache / "bert_fp32.onnx"
-    export_onnx(graph, fp32, {"probs": 2})
+    export_onnx(graph, fp32, {"probs": 2, "difficulty": 2})
     quant = quantize_int8(fp32, out / "model.onnx", calibration_batches(pool, train_idx, out, args))
     tok_file = out / "tokenizer.json"
     report: dict = {}
+    va = val_idx[has_pair[val_idx]]
     parity = [pool.texts[i] for i in va[: args.parity_prompts]]
-    ref = run_torch(graph, tok_file, args.max_tokens, parity)
-    got = run_onnx(fp32, tok_file, args.max_tokens, parity, "probs")
-    diff = float(np.abs(ref - got).max())
+    diff = 0.0
+    for k, name in enumerate(("probs", "difficulty")):
+        ref = run_torch(graph, tok_file, args.max_tokens, parity, output_index=k)
+        diff = max(diff, float(np.abs(ref - run_onnx(fp32, tok_file, args.max_tokens, parity, name)).max()))
     check_fp32_parity(report, diff, len(parity))
     val_texts = [pool.texts[i] for i in va]
     label = validator.strong[va] > validator.weak[va]
     keep = ~np.isnan(validator.strong[va]) & ~np.isnan(validator.weak[va])
     aucs = {}
     for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
-        probs = run_onnx(path, tok_file, args.max_tokens, val_texts, "probs")
-        aucs[name] = auc(probs[:, 0][keep], label[keep])
+        p = np.clip(run_onnx(path, tok_file, args.max_tokens, val_texts, "probs")[:, 0], 1e-7, 1 - 1e-7)
+        d = run_onnx(path, tok_file, args.max_tokens, val_texts, "difficulty")[:, 0]
+        zz = (np.log(p / (1 - p)) - standardise["mean"]) / standardise["sd"]
+        aucs[name] = auc(tilted(zz, d, tilt)[keep], label[keep])
     check_int8_auc(report, aucs)
     specific = {
-        "onnx": {"outputs": ["probs"], "classes": ["strong_wins", "tie", "weak_wins"]},
+        "onnx": {
+            "outputs": ["probs", "difficulty"],
+            "classes": ["strong_wins", "tie", "weak_wins"],
+            "difficulty": "the prompt's standardised difficulty (harder is higher)",
+        },
+        "scoring": "difficulty_tilted",
+        "difficulty_tilt": tilt,
+        "strong_logit": standardise,
         "label_pairs": f"per topic group: model pairs with a train-split accuracy gap >= {REGIME_MIN_GAP} "
         f"whose weaker model is right >= {REGIME_WEAK_MIN} of the time",
-        "validation": {**metrics, "epochs": history, "int8_auc": aucs, "disclosure": DISCLOSURE},
+        "validation": {
+            **metrics,
+            "classifier_alone_regime_apgr_mean": untilted,
+            "epochs": history,
+            "int8_auc": aucs,
+            "tilt_selection": {
+                "chosen": {k: v for k, v in best_tilt.items() if k != "groups"},
+                "procedure": BERT_TILT_NOTE,
+                "leave_one_topic_out": tilt_table,
+            },
+            "disclosure": DISCLOSURE,
+        },
         "training": {
             "config": cfg.to_dict(),
             "labelled_prompts": int(has_pair.sum()),
             "encoder_frozen": False,
             "labels": "per prompt, votes of its topic group's regime pairs: stronger wins / tie / "
             "weaker wins (soft 3-class); prompts of groups without such pairs are not used",
+            "difficulty": f"ridge (lambda {RIDGE_LAMBDA}) of 1 - mean outcome on the fine-tuned encoder's "
+            "normalised embedding and the standardised log token count; output standardised on the "
+            "training prompts",
         },
     }
     finish_artifact(out, BertRouter, args, pool, enc_folder, summary, quant, report, specific)
@@ -345,9 +388,18 @@ def export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary):
 DISCLOSURE = (
     "The regime validation and the leave-one-topic-out selection were designed after the eval "
     "figures of the first shipped routers (expected-gain MF, tier-vote BERT) were known: those "
-    "had shown that the first hold-out check did not carry over. Every choice of the routers "
-    "shipped with it (variant, tilt, stand-in, BERT labels and epoch) was made on train/ only, "
-    "and eval/ was scored once afterwards."
+    "had shown that the first hold-out check did not carry over. The log-token-count feature of "
+    "the difficulty regression and the BERT router's difficulty tilt were added after the eval "
+    "figures of the second shipped routers (MF tilt 8 without length; untilted BERT) were known. "
+    "Every choice of the routers shipped with it (variant, tilt, stand-in, features, BERT labels "
+    "and epoch) was made on train/ only, and eval/ was scored once afterwards."
+)
+BERT_TILT_NOTE = (
+    "Leave one topic group out with a frozen-encoder stand-in for the classifier (its 3-class "
+    "head on the same labels, fitted on the frozen MiniLM embedding of the other groups), "
+    "standardised logit(P(stronger wins)) tilted towards the difficulty ridge as at runtime; "
+    "the held-out group is scored on its regime pairs. Fine-tuning once per group does not fit "
+    "the CPU budget. eval/ is never read."
 )
 SELECTION_NOTE = (
     "Variant and difficulty tilt: leave one topic group out (a source, or an MMLU-Pro category), "
@@ -402,18 +454,19 @@ def main(argv=None) -> int:
     validator = HoldoutValidator(pool, val_idx)
     enc_folder = locate_encoder(args.encoder_dir)
     args.cache.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder(enc_folder)
+    tokenizer = load_tokenizer(enc_folder, args.max_tokens)
+    emb = cached_embeddings(
+        args.cache,
+        [ENCODER_NAME, str(args.max_tokens)],
+        pool.texts,
+        lambda: embed_texts(encoder, tokenizer, pool.texts),
+    )
+    n_tokens = token_counts(tokenizer, pool.texts)
     if "mf" in args.routers:
-        encoder = load_encoder(enc_folder)
-        tokenizer = load_tokenizer(enc_folder, args.max_tokens)
-        emb = cached_embeddings(
-            args.cache,
-            [ENCODER_NAME, str(args.max_tokens)],
-            pool.texts,
-            lambda: embed_texts(encoder, tokenizer, pool.texts),
-        )
-        export_mf(args, pool, emb, encoder, enc_folder, train_idx, val_idx, validator, summary)
+        export_mf(args, pool, emb, n_tokens, encoder, enc_folder, train_idx, val_idx, validator, summary)
     if "bert" in args.routers:
-        export_bert(args, pool, enc_folder, train_idx, val_idx, validator, summary)
+        export_bert(args, pool, emb, n_tokens, enc_folder, train_idx, val_idx, validator, summary)
     if set(args.routers) == {"mf", "bert"} and args.output.resolve() == (ROOT / "models_onnx").resolve():
         print(f"[reference] wrote {write_reference(args.output)}")
     print(f"done in {(time.time() - started) / 60:.1f} min")

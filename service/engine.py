@@ -34,8 +34,6 @@ from service.routers import (
     load_manifest,
     load_router,
 )
-from service.routers.bert import PROBS
-from service.routers.mf import LOGITS
 
 log = structlog.get_logger(__name__)
 NOT_SCORED = -1.0  # strong_win_rate of a decision made by a policy rule, without scoring
@@ -130,9 +128,7 @@ class _RouterSlot:
         return self.router.manifest.calibration if isinstance(self.router, (MFRouter, BertRouter)) else None
 
     def scores(self, rows: np.ndarray, strong: str, weak: str) -> np.ndarray:
-        if isinstance(self.router, MFRouter):
-            return self.router.scores_from_logits(rows, self.router.column(strong), self.router.column(weak))
-        return rows[:, 0].astype(np.float64)  # bert: P(strong wins)
+        return self.router.scores_from_rows(rows, strong, weak)
 
 
 class RoutingEngine:
@@ -165,7 +161,7 @@ class RoutingEngine:
                 else:
                     router = await asyncio.to_thread(load_router, cfg.name, directory, options, cfg.seed)
                     batcher = self._start_batcher(router)
-                    await asyncio.to_thread(router.run, ["warm-up"], [self._output(router)])
+                    await asyncio.to_thread(router.run_rows, ["warm-up"])
                     shared[key] = (router, batcher)
             slot = _RouterSlot(cfg, router, batcher)
             for model in (slot.strong, slot.weak):  # a bad configured pair fails at start
@@ -175,15 +171,10 @@ class RoutingEngine:
         self.ready = True
         log.info("engine_ready", **self.describe())
 
-    @staticmethod
-    def _output(router) -> str:
-        return LOGITS if isinstance(router, MFRouter) else PROBS
-
     def _start_batcher(self, router) -> Batcher:
-        output = self._output(router)
         batcher = Batcher(
             router.manifest.name,  # the `model` metric label: the artifact, not the router alias
-            lambda texts: router.run(texts, [output])[0],
+            router.run_rows,
             estimate_tokens(router.manifest.max_tokens),
             self.config.batching,
             self.metrics,

@@ -35,6 +35,11 @@ PROMPTS = [
     "Implement a lock-free concurrent hash map in C++ with resizing.",
     "你好",
     "one two three",
+    # a hard multiple-choice physics question, like the pool's: above the 30%-strong threshold
+    "Question: A uniform rod of mass M and length L pivots about one end and is released from rest "
+    "at 30 degrees above the horizontal. Find the angular speed when it passes the horizontal. "
+    "Options: A. sqrt(3g/(2L)) B. sqrt(g/L) C. sqrt(3g/L) D. sqrt(6g/L) E. sqrt(2g/L) F. sqrt(g/(2L)) "
+    "G. sqrt(3g/(4L)) H. sqrt(5g/L) I. sqrt(g/(3L)) J. sqrt(4g/L)",
 ]
 EXTRA = {
     "temperature": 0.3,
@@ -152,7 +157,7 @@ def test_create_routes_and_passes_fields_through(controller, backends, mf_router
 def test_create_routes_on_last_user_message_and_text_parts(controller, backends, mf_router):
     first, last = "1", "Prove that sqrt(2) is irrational."
     s_first, s_last = score(mf_router, first), score(mf_router, last)
-    assert s_first - s_last > 0.05  # "1" scores well above the proof request
+    assert s_first - s_last > 0.02  # "1" scores above the proof request: a threshold between splits them
     threshold = f"{(s_first + s_last) / 2:.6f}"
     messages = [
         {"role": "user", "content": first},

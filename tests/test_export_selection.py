@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from export.bert import regime_labels  # noqa: E402
 from export.data import TrainingPool  # noqa: E402
 from export.difficulty import fit_difficulty, predict_difficulty  # noqa: E402
+from export.selection import bert_tilt_by_proxy  # noqa: E402
 from export.validation import RegimeValidator, regime_pairs  # noqa: E402
 
 
@@ -74,9 +75,43 @@ def test_regime_labels_are_vote_shares_over_observed_pairs() -> None:
 
 def test_difficulty_is_standardised_on_train_and_harder_is_higher() -> None:
     pool, emb = synthetic_pool(n=800)
+    n_tokens = np.full(len(emb), 40.0)
     train = np.arange(600)
-    layer = fit_difficulty(emb, pool.outcome, pool.observed, train)
-    z = predict_difficulty(layer, emb)
+    head = fit_difficulty(emb, n_tokens, pool.outcome, pool.observed, train)
+    z = predict_difficulty(head, emb, n_tokens)
     assert abs(z[train].mean()) < 1e-4 and abs(z[train].std() - 1) < 1e-3
     # the first coordinate drives difficulty: the prediction follows it on unseen prompts
     assert np.corrcoef(z[600:], emb[600:, 0])[0, 1] > 0.8
+
+
+def test_difficulty_learns_length_and_the_graph_reads_it_from_the_mask() -> None:
+    rng = np.random.default_rng(1)
+    pool, emb = synthetic_pool(n=800)
+    n_tokens = rng.integers(8, 128, size=len(emb)).astype(np.float64)
+    # longer prompts are harder: every model fails the longest quarter more often
+    long = n_tokens > np.quantile(n_tokens, 0.75)
+    pool.outcome[long] *= (rng.random(pool.outcome[long].shape) < 0.5).astype(np.float32)
+    emb_flat = emb.copy()
+    emb_flat[:, 0] = 0.0  # no embedding signal left: only length can explain difficulty
+    train = np.arange(600)
+    head = fit_difficulty(emb_flat, n_tokens, pool.outcome, pool.observed, train)
+    z = predict_difficulty(head, emb_flat, n_tokens)
+    assert z[600:][long[600:]].mean() > z[600:][~long[600:]].mean() + 0.5
+    # the exported module counts tokens from the attention mask and gives the same numbers
+    mask = (np.arange(128)[None, :] < n_tokens[:, None]).astype(np.int64)
+    with torch.inference_mode():
+        graph_z = head(torch.from_numpy(emb_flat), torch.from_numpy(mask)).numpy()[:, 0]
+    np.testing.assert_allclose(graph_z, z, atol=1e-4)
+
+
+def test_bert_tilt_leans_on_difficulty_when_the_class_labels_carry_no_signal() -> None:
+    pool, emb = synthetic_pool(n=800)
+    pool.groups = ["a" if i % 2 else "b" for i in range(len(emb))]
+    rng = np.random.default_rng(2)
+    noise = rng.dirichlet(np.ones(3), size=len(emb)).astype(np.float32)  # labels unrelated to prompts
+    best, table = bert_tilt_by_proxy(
+        pool, emb, np.full(len(emb), 30.0), noise, np.ones(len(emb), bool), tilts=(0.0, 4.0)
+    )
+    by_tilt = {row["tilt"]: row["logo_regime_apgr"] for row in table}
+    assert set(by_tilt) == {0.0, 4.0} and set(table[0]["groups"]) == {"a", "b"}
+    assert best["tilt"] == 4.0 and by_tilt[4.0] > by_tilt[0.0] + 0.05

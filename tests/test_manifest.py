@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ArtifactError
-from service.routers import MFRouter
+from service.routers import BertRouter, MFRouter
 from service.routers.manifest import FORMAT_VERSION, load_manifest
 from service.routers.session import CPU, SessionOptions, resolve_providers
 from tests.conftest import MODELS
@@ -17,9 +17,13 @@ from tests.conftest import MODELS
 
 @pytest.fixture
 def artifact(tmp_path: Path) -> Path:
-    target = tmp_path / "mf"
+    return copy_artifact("mf", tmp_path)
+
+
+def copy_artifact(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
     target.mkdir()
-    for item in (MODELS / "mf").iterdir():
+    for item in (MODELS / name).iterdir():
         # the model is large: link it; tests that corrupt files replace the link with a copy
         (target / item.name).symlink_to(item) if item.suffix == ".onnx" else shutil.copy(item, target)
     return target
@@ -74,6 +78,21 @@ def test_bad_scoring_fields_are_refused(artifact: Path, changes: dict, message: 
     edit_manifest(artifact, **changes)
     with pytest.raises(ValueError, match=message):
         MFRouter(artifact)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scoring": "vibes"}, "unknown scoring rule 'vibes'"),
+        ({"difficulty_tilt": -1}, "difficulty_tilt"),
+        ({"strong_logit": {"mean": 0.0, "sd": 0.0}}, "strong_logit"),
+    ],
+)
+def test_bad_bert_scoring_fields_are_refused(tmp_path: Path, changes: dict, message: str) -> None:
+    bert = copy_artifact("bert", tmp_path)
+    edit_manifest(bert, **changes)
+    with pytest.raises(ValueError, match=message):
+        BertRouter(bert)
 
 
 def test_missing_listed_file_is_refused(artifact: Path) -> None:

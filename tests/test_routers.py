@@ -123,6 +123,23 @@ def test_bert_accepts_any_model_names(bert_router) -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_bert_score_is_its_class_margin_tilted_by_difficulty(bert_router) -> None:
+    prompts = ["Prove Fermat's little theorem.", "hello", "What is 17 * 23?", "Write a haiku about rain."]
+    assert bert_router.scoring == "difficulty_tilted" and bert_router.tilt > 0
+    rows = bert_router.run_rows(prompts)
+    assert rows.shape == (4, 4)  # P(strong), P(tie), P(weak), difficulty
+    np.testing.assert_allclose(rows[:, :3], bert_router.probabilities(prompts), atol=1e-6)
+    std = bert_router.manifest.raw["strong_logit"]
+    p = rows[:, 0].astype(np.float64)
+    z = (np.log(p / (1 - p)) - std["mean"]) / std["sd"]
+    expected = 1 / (1 + np.exp(-(z + bert_router.tilt * rows[:, 3]) / (1 + bert_router.tilt)))
+    np.testing.assert_allclose(bert_router.score(prompts), expected, atol=1e-6)
+    # same class probabilities, harder prompt: a higher score
+    harder = rows.copy()
+    harder[:, 3] += 1.0
+    assert np.all(bert_router.scores_from_rows(harder) > bert_router.scores_from_rows(rows))
+
+
 def test_random_router_is_seedable() -> None:
     a = RandomRouter(7).score(["x"] * 100)
     b = RandomRouter(7).score(["x"] * 100)

@@ -18,6 +18,21 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def tilted(margin: np.ndarray, difficulty: np.ndarray, tilt: float) -> np.ndarray:
+    """sigmoid((margin + tilt * difficulty) / (1 + tilt)): a router's own strong-vs-weak margin
+    leaned towards the strong model on harder prompts (difficulty is standardised, harder is
+    higher). Dividing by 1 + tilt keeps it a weighted mean, so thresholds stay readable."""
+    return _sigmoid((margin + tilt * difficulty) / (1.0 + tilt))
+
+
+def check_tilt(raw: dict, directory) -> float:
+    """The manifest's `difficulty_tilt`: a finite number >= 0 (0 when absent)."""
+    tilt = float(raw.get("difficulty_tilt", 0.0))
+    if not (np.isfinite(tilt) and tilt >= 0):
+        raise ValueError(f"difficulty_tilt must be a number >= 0 in {directory}")
+    return tilt
+
+
 def win_rate(logits: np.ndarray, strong: int, weak: int, scoring: str, tilt: float = 0.0) -> np.ndarray:
     """P(strong beats weak) per row of `logits` under a scoring rule (see MFRouter); under
     "difficulty_tilted" the last column is the prompt's standardised difficulty. The export
@@ -26,8 +41,7 @@ def win_rate(logits: np.ndarray, strong: int, weak: int, scoring: str, tilt: flo
     if scoring == "bradley_terry":
         return _sigmoid(ls - lw)
     if scoring == "difficulty_tilted":
-        difficulty = logits[:, -1].astype(np.float64)
-        return _sigmoid((ls - lw + tilt * difficulty) / (1.0 + tilt))
+        return tilted(ls - lw, logits[:, -1].astype(np.float64), tilt)
     return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
 
 
@@ -58,9 +72,7 @@ class MFRouter(OnnxRouter):
         self.scoring: str = raw.get("scoring", "bradley_terry")
         if self.scoring not in SCORING_RULES:
             raise ValueError(f"unknown scoring rule {self.scoring!r} in {self.manifest.directory}")
-        self.tilt = float(raw.get("difficulty_tilt", 0.0))
-        if not (np.isfinite(self.tilt) and self.tilt >= 0):
-            raise ValueError(f"difficulty_tilt must be a number >= 0 in {self.manifest.directory}")
+        self.tilt = check_tilt(raw, self.manifest.directory)
 
     def canonical(self, model: str) -> str:
         """Canonical model name, or UnknownModelError listing the known ones."""
@@ -81,6 +93,12 @@ class MFRouter(OnnxRouter):
 
     def scores_from_logits(self, logits: np.ndarray, strong: int, weak: int) -> np.ndarray:
         return win_rate(logits, strong, weak, self.scoring, self.tilt)
+
+    def run_rows(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.run(prompts, [LOGITS])[0]
+
+    def scores_from_rows(self, rows: np.ndarray, strong_model: str, weak_model: str) -> np.ndarray:
+        return self.scores_from_logits(rows, self.column(strong_model), self.column(weak_model))
 
     def score(
         self,

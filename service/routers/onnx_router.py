@@ -41,6 +41,14 @@ class OnnxRouter:
         ids, mask = self.tokenizer(prompts)
         return self.session.run(outputs, {"input_ids": ids, "attention_mask": mask})
 
+    def run_rows(self, prompts: Sequence[str]) -> np.ndarray:
+        """One batch of prompts -> one row each: what the batcher runs and the cache keeps."""
+        raise NotImplementedError
+
+    def scores_from_rows(self, rows: np.ndarray, strong_model: str, weak_model: str) -> np.ndarray:
+        """Rows from run_rows -> P(strong wins) for the (strong, weak) pair."""
+        raise NotImplementedError
+
     def run_chunked(self, prompts: Sequence[str], outputs: list[str]) -> list[np.ndarray]:
         """Run prompts in length-sorted chunks of max_batch, results in input order."""
         prompts = list(prompts)
