@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,8 @@ import onnxruntime
 from service.evaluation.benchmarks import load_benchmark
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
-from service.routers import load_router
+from service.routers import SessionOptions, load_router
+from service.routers.session import cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,38 +55,60 @@ def machine() -> dict:
     }
 
 
-def raw_ceiling(router_name: str, prompts: list[str], batch_sizes: list[int]) -> dict:
+def raw_ceiling(router_name: str, prompts: list[str], batch_sizes: list[int], instances: int) -> dict:
     """In-process onnxruntime on the same prompts, no server: tokenization + session.run.
 
-    Each batch size runs twice: in arrival order (what a server sees) and length-sorted (the
-    least padding any batcher could reach); the ceiling is the best of all of them."""
-    router = load_router(router_name)
-    router.run_rows(prompts[:8])  # warm-up
-    by_length = [p for _, p in sorted(zip(router.tokenizer.lengths(prompts), prompts, strict=True))]
+    - one session on every core (onnxruntime's default threads), each batch size in arrival
+      order (what a server sees) and length-sorted (the least padding any batcher reaches);
+    - `instances` single-threaded sessions, one Python thread each, batch 1 and length-sorted
+      batches of 8 (the service's default layout on CPU).
+    The ceiling is the best of all of them."""
+    one = load_router(router_name)
+    par = load_router(router_name, instances=instances, session_options=SessionOptions(intra_op_threads=1))
+    for i in range(instances):
+        par.run_rows(prompts[:8], i)  # warm-up
+    one.run_rows(prompts[:8])
+    by_length = [p for _, p in sorted(zip(one.tokenizer.lengths(prompts), prompts, strict=True))]
 
-    def rate(ordered: list[str], size: int) -> float:
+    def rate(router, ordered: list[str], size: int, instance: int = 0) -> float:
         started = time.perf_counter()
         for i in range(0, len(ordered), size):
-            router.run_rows(ordered[i : i + size])
+            router.run_rows(ordered[i : i + size], instance)
         return len(ordered) / (time.perf_counter() - started)
 
-    arrival = {size: rate(prompts, size) for size in batch_sizes}
-    sorted_ = {size: rate(by_length, size) for size in batch_sizes}
-    started = time.perf_counter()
-    for p in prompts[:200]:
-        router.run_rows([p])
-    single_ms = (time.perf_counter() - started) / 200 * 1000
-    candidates = {("arrival", b): v for b, v in arrival.items()} | {
-        ("sorted", b): v for b, v in sorted_.items()
-    }
-    order, batch = max(candidates, key=candidates.get)
+    def parallel_rate(ordered: list[str], size: int) -> float:
+        # contiguous shares: each thread keeps the length-sorted order within its share
+        shares = [
+            ordered[k * len(ordered) // instances : (k + 1) * len(ordered) // instances]
+            for k in range(instances)
+        ]
+        threads = [threading.Thread(target=rate, args=(par, shares[k], size, k)) for k in range(instances)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(ordered) / (time.perf_counter() - started)
+
+    candidates = {f"1 session, batch {b}, arrival order": rate(one, prompts, b) for b in batch_sizes}
+    candidates |= {f"1 session, batch {b}, length-sorted": rate(one, by_length, b) for b in batch_sizes}
+    candidates[f"{instances} x 1-thread sessions, batch 1"] = parallel_rate(prompts, 1)
+    candidates[f"{instances} x 1-thread sessions, batch 8, length-sorted"] = parallel_rate(by_length, 8)
+
+    def single_ms(router) -> float:
+        started = time.perf_counter()
+        for p in prompts[:200]:
+            router.run_rows([p])
+        return (time.perf_counter() - started) / 200 * 1000
+
+    best = max(candidates, key=candidates.get)
     return {
-        "prompts_per_s": arrival,
-        "prompts_per_s_length_sorted": sorted_,
-        "best_batch": batch,
-        "best_order": order,
-        "best": candidates[(order, batch)],
-        "single_prompt_ms": single_ms,
+        "prompts_per_s": candidates,
+        "best_config": best,
+        "best": candidates[best],
+        "single_prompt_ms": single_ms(par),  # one single-threaded session: the service's layout
+        "single_prompt_ms_all_cores": single_ms(one),
+        "instances": instances,
     }
 
 
@@ -94,13 +118,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_args(router: str, port: int, metrics_port: int, max_batch_size: int | None = None) -> list[str]:
+def serve_args(
+    router: str, port: int, metrics_port: int, max_batch_size: int | None = None, instances: int | None = None
+) -> list[str]:
     """`python -m service.cli serve` arguments for a benchmark: loopback, the example config,
     the cache off (every request runs the model), warnings-only logs."""
     args = ["-m", "service.cli", "serve", "--routers", router, "--config", str(ROOT / "config.example.yaml")]
     args += ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)]
     if max_batch_size is not None:
         args += ["--max-batch-size", str(max_batch_size)]
+    if instances is not None:
+        args += ["--instances", str(instances)]
     return args + ["--cache-size", "0", "--log-level", "warning"]
 
 
@@ -112,10 +140,10 @@ def write_results(stem: str, report: dict, markdown: str) -> None:
 
 
 class Server:
-    def __init__(self, router: str, max_batch_size: int) -> None:
+    def __init__(self, router: str, max_batch_size: int, instances: int | None = None) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, *serve_args(router, self.port, self.metrics_port, max_batch_size)],
+            [sys.executable, *serve_args(router, self.port, self.metrics_port, max_batch_size, instances)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -235,9 +263,15 @@ def summarize(latencies: list[float], errors: int, elapsed: float, concurrency: 
 
 
 def measure(
-    router: str, prompts: list[str], max_batch: int, concurrencies: list[int], seconds: float
+    router: str,
+    prompts: list[str],
+    max_batch: int,
+    concurrencies: list[int],
+    seconds: float,
+    instances: int | None = None,
 ) -> list[dict]:
-    server = Server(router, max_batch)
+    """Closed loop against a fresh server; `instances` None: the service's automatic choice."""
+    server = Server(router, max_batch, instances)
     rows = []
     try:
         for c in concurrencies:
@@ -251,9 +285,11 @@ def measure(
             # the load generator runs on the same 2 cores: what it takes, the server cannot use
             row["loadgen_cpu_cores"] = (time.process_time() - client0) / wall
             row["max_batch_size"] = max_batch
+            row["instances"] = instances or cpu_cores()
             rows.append(row)
             print(
-                f"  max_batch={max_batch:3d} c={c:3d}: {row['req_per_s']:7.1f} req/s"
+                f"  max_batch={max_batch:3d} instances={row['instances']} c={c:3d}: "
+                f"{row['req_per_s']:7.1f} req/s"
                 f"  p50 {row['p50_ms']:6.1f} ms"
                 f"  p99 {row['p99_ms']:6.1f} ms  mean batch {row['mean_batch']:5.1f}  "
                 f"server CPU {row['server_cpu_cores']:.2f} cores, "
@@ -293,21 +329,26 @@ def to_markdown(report: dict) -> str:
         f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
         f"onnxruntime {report['machine']['onnxruntime']}. The load generator shares the machine.",
         "",
-        "Raw onnxruntime in-process (tokenize + run), prompts/s by batch size, in arrival order: "
-        + ", ".join(f"{b}: {v:.1f}" for b, v in raw["prompts_per_s"].items())
-        + "; length-sorted (least padding): "
-        + ", ".join(f"{b}: {v:.1f}" for b, v in raw.get("prompts_per_s_length_sorted", {}).items())
-        + f"; single prompt {raw['single_prompt_ms']:.2f} ms.",
+        "Raw onnxruntime in-process (tokenize + run, no server), prompts/s:",
         "",
-        "| max batch | concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | server CPU "
+        "| layout | prompts/s |",
+        "|---|---|",
+        *(f"| {name} | {v:.1f} |" for name, v in raw["prompts_per_s"].items()),
+        "",
+        f"Ceiling: {raw['best']:.1f} prompts/s ({raw['best_config']}). Single prompt: "
+        f"{raw['single_prompt_ms']:.2f} ms on a 1-thread session (the service's layout), "
+        f"{raw['single_prompt_ms_all_cores']:.2f} ms on one session using every core.",
+        "",
+        "| instances | max batch | concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | server CPU "
         "| load-gen CPU | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["service"] + report["batching_off"]:
+    for r in report["service"] + report["batching_off"] + report.get("one_instance", []):
         lines.append(
-            f"| {r['max_batch_size']} | {r['concurrency']} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['server_cpu_cores']:.2f} | "
-            f"{r['loadgen_cpu_cores']:.2f} | {r['errors']} |"
+            f"| {r.get('instances', 1)} | {r['max_batch_size']} | {r['concurrency']} | "
+            f"{r['req_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['mean_batch']:.1f} | {r['server_cpu_cores']:.2f} | {r['loadgen_cpu_cores']:.2f} | "
+            f"{r['errors']} |"
         )
     if report.get("open_loop"):
         lines += [
@@ -330,6 +371,11 @@ def to_markdown(report: dict) -> str:
         f"p99 {ratios['p99_on_c32']:.1f} vs {ratios['p99_off_c32']:.1f} ms",
         f"- p50 at concurrency 1 minus raw single-prompt time: {ratios['low_load_overhead_ms']:.2f} ms",
     ]
+    if "instances_gain_c32" in ratios:
+        lines.append(
+            f"- one instance per core / a single instance at concurrency 32: "
+            f"{ratios['instances_gain_c32']:.2f}x req/s"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -350,12 +396,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     prompts = bench_mix(args.data, args.prompts)
     print(f"raw onnxruntime ceiling on {len(prompts)} bench-mix prompts ...", flush=True)
-    raw = raw_ceiling(args.router, prompts, [1, 8, 32, 64])
-    print(f"  {raw['prompts_per_s']}  single {raw['single_prompt_ms']:.2f} ms", flush=True)
+    raw = raw_ceiling(args.router, prompts, [1, 8, 32], cpu_cores())
+    for name, value in raw["prompts_per_s"].items():
+        print(f"  {name}: {value:.1f}/s", flush=True)
+    print(f"  single prompt {raw['single_prompt_ms']:.2f} ms (1 thread)", flush=True)
     print("service, batching on:", flush=True)
     service = measure(args.router, prompts, 64, args.concurrency, args.seconds)
     print("service, batching off (max batch 1):", flush=True)
     off = measure(args.router, prompts, 1, [1, 32], args.seconds)
+    print("service, one model instance (the layout before instances):", flush=True)
+    one = measure(args.router, prompts, 64, [1, 32], args.seconds, instances=1)
     saturation = max(r["req_per_s"] for r in service)
     print(f"service, open loop (fractions of {saturation:.0f} req/s):", flush=True)
     rates = [f * saturation for f in args.open_loop]
@@ -369,6 +419,7 @@ def main(argv=None) -> int:
         "raw_ceiling": raw,
         "service": service,
         "batching_off": off,
+        "one_instance": one,
         "open_loop": open_rows,
         "ratios": {
             "efficiency": max(r["req_per_s"] for r in service) / raw["best"],
@@ -376,6 +427,8 @@ def main(argv=None) -> int:
             "p99_on_c32": on32["p99_ms"],
             "p99_off_c32": off32["p99_ms"],
             "low_load_overhead_ms": service[0]["p50_ms"] - raw["single_prompt_ms"],
+            "instances_gain_c32": on32["req_per_s"]
+            / next(r for r in one if r["concurrency"] == 32)["req_per_s"],
         },
     }
     write_results(f"service_{args.router}", report, to_markdown(report))

@@ -117,6 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.models_dir = args.models_dir
     if args.threads:
         config.runtime.intra_op_threads = args.threads
+    if args.instances is not None:
+        config.runtime.instances = args.instances
     if args.providers:
         config.runtime.providers = args.providers.split(",")
     if args.max_batch_size:
@@ -311,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", type=int, help="route-decision cache entries; 0 disables it")
     p.add_argument("--models-dir")
     p.add_argument("--providers")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads per model instance (0: automatic)"
+    )
+    p.add_argument(
+        "--instances",
+        type=int,
+        help="model sessions running batches at once (0: one per core on CPU, 1 on CUDA)",
+    )
     p.add_argument("--log-level", choices=LEVELS, default=None)
     p.set_defaults(func=cmd_serve)
 

@@ -37,12 +37,17 @@ class BatchingConfig:
     # ratio of its own length: padding costs more than batching gains on CPU (see benchmarks/)
     max_padding_ratio: float = 1.3
     max_queue: int = 2048  # queued prompts per model before RESOURCE_EXHAUSTED
+    # time the model at startup and lower max_batch_size to the largest batch that is clearly
+    # cheaper per prompt on this machine (1 on a small CPU, large on a GPU); see batch_probe
+    probe_batch_size: bool = True
 
 
 @dataclass
 class RuntimeConfig:
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    intra_op_threads: int = 0
+    intra_op_threads: int = 0  # per model instance; 0: cores / instances on CPU, ort default on CUDA
+    instances: int = 0  # sessions per model running batches at once; 0: one per core on CPU, 1 on CUDA
+    allow_spinning: bool = False  # onnxruntime busy-waiting threads: off, they steal the server's CPU
 
 
 @dataclass
@@ -107,6 +112,18 @@ class Config:
             raise ConfigError("batching.max_wait_us must be >= 0")
         if b.max_padding_ratio < 1.0:
             raise ConfigError("batching.max_padding_ratio must be >= 1")
+        for key in ("instances", "intra_op_threads"):
+            value = getattr(self.runtime, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"runtime.{key} must be an integer >= 0 (0: automatic), got {value!r}")
+        if not isinstance(self.batching.probe_batch_size, bool):
+            raise ConfigError(
+                f"batching.probe_batch_size must be true or false, got {self.batching.probe_batch_size!r}"
+            )
+        if not isinstance(self.runtime.allow_spinning, bool):
+            raise ConfigError(
+                f"runtime.allow_spinning must be true or false, got {self.runtime.allow_spinning!r}"
+            )
         for rule in self.policy.rules:
             if rule.route not in TIERS or not rule.match:
                 raise ConfigError(f"policy.rules.{rule.name}: needs a non-empty match and route strong|weak")

@@ -6,6 +6,8 @@ The gRPC server, the gateway and the SDK are thin adapters over RoutingEngine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import math
 import uuid
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from service.batch_probe import probe_batch_cap
 from service.batching import Batcher, estimate_tokens
 from service.config import Config, RouterConfig
 from service.errors import LmrouteError, UnknownModelError, UnknownRouterError
@@ -34,6 +37,7 @@ from service.routers import (
     load_manifest,
     load_router,
 )
+from service.routers.session import plan_instances
 
 log = structlog.get_logger(__name__)
 NOT_SCORED = -1.0  # strong_win_rate of a decision made by a policy rule, without scoring
@@ -138,14 +142,21 @@ class RoutingEngine:
         self._slots: dict[str, _RouterSlot] = {}
         self._cache = _LRU(config.cache_size)
         self.ready = False
+        self._instances, self._threads = 1, 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Load every configured router, start its batcher and warm it up."""
-        options = SessionOptions(
-            providers=tuple(self.config.runtime.providers),
-            intra_op_threads=self.config.runtime.intra_op_threads,
+        runtime = self.config.runtime
+        self._instances, threads = plan_instances(
+            runtime.instances, runtime.intra_op_threads, runtime.providers
         )
+        options = SessionOptions(
+            providers=tuple(runtime.providers),
+            intra_op_threads=threads,
+            allow_spinning=runtime.allow_spinning,
+        )
+        self._threads = threads
         models_dir = Path(self.config.models_dir) if self.config.models_dir else None
         # routers on the same artifact share one session and one batcher: each prompt runs once
         shared: dict[str, tuple[object, Batcher]] = {}
@@ -159,9 +170,12 @@ class RoutingEngine:
                 if key in shared:
                     router, batcher = shared[key]
                 else:
-                    router = await asyncio.to_thread(load_router, cfg.name, directory, options, cfg.seed)
-                    batcher = self._start_batcher(router)
-                    await asyncio.to_thread(router.run_rows, ["warm-up"])
+                    router = await asyncio.to_thread(
+                        load_router, cfg.name, directory, options, cfg.seed, self._instances
+                    )
+                    for instance in range(self._instances):
+                        await asyncio.to_thread(router.run_rows, ["warm-up"], instance)
+                    batcher = self._start_batcher(router, await self._batch_cap(router))
                     shared[key] = (router, batcher)
             slot = _RouterSlot(cfg, router, batcher)
             for model in (slot.strong, slot.weak):  # a bad configured pair fails at start
@@ -171,12 +185,26 @@ class RoutingEngine:
         self.ready = True
         log.info("engine_ready", **self.describe())
 
-    def _start_batcher(self, router) -> Batcher:
+    async def _batch_cap(self, router) -> int:
+        """The configured max batch size, lowered to what pays on this machine if probing."""
+        cap = self.config.batching.max_batch_size
+        if not self.config.batching.probe_batch_size or cap == 1:
+            return cap
+        chosen, per_prompt = await asyncio.to_thread(probe_batch_cap, router.run_rows, cap)
+        log.info(
+            "batch_size_probed",
+            model=router.manifest.name,
+            max_batch_size=chosen,
+            ms_per_prompt={size: round(seconds * 1000, 3) for size, seconds in per_prompt.items()},
+        )
+        return chosen
+
+    def _start_batcher(self, router, max_batch_size: int) -> Batcher:
         batcher = Batcher(
             router.manifest.name,  # the `model` metric label: the artifact, not the router alias
-            router.run_rows,
+            [functools.partial(router.run_rows, instance=i) for i in range(len(router.sessions))],
             estimate_tokens(router.manifest.max_tokens),
-            self.config.batching,
+            dataclasses.replace(self.config.batching, max_batch_size=max_batch_size),
             self.metrics,
             provider=router.provider,
         )
@@ -199,10 +227,13 @@ class RoutingEngine:
                     "provider": getattr(s.router, "provider", "none"),
                     "pair": [s.strong, s.weak],
                     "default_threshold": s.default_threshold,
+                    "max_batch_size": s.batcher.max_batch_size if s.batcher else None,
                 }
                 for name, s in self._slots.items()
             },
-            "intra_op_threads": self.config.runtime.intra_op_threads,
+            "model_instances": self._instances,
+            "intra_op_threads": self._threads,
+            "allow_spinning": self.config.runtime.allow_spinning,
             "batching": {
                 "max_batch_size": b.max_batch_size,
                 "max_batch_tokens": b.max_batch_tokens,

@@ -31,7 +31,7 @@ def service_config(**overrides) -> Config:
             RouterConfig("random", seed=0),
         ],
         server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=10),
-        batching=BatchingConfig(),
+        batching=BatchingConfig(probe_batch_size=False),  # these tests check batching itself
         policy=PolicyConfig(rules=[PolicyRule("vip", {"tier": "vip"}, "strong")]),
         limits=LimitsConfig(max_request_bytes=64 * 1024),
     )

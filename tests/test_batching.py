@@ -184,3 +184,58 @@ def test_a_malformed_model_output_fails_alone_and_the_worker_keeps_serving() -> 
         return row
 
     assert run(main())[0] == len("fine")
+
+
+def test_batches_run_at_once_on_separate_model_instances() -> None:
+    # each instance's run waits at a barrier for the other: serial runs would break it
+    barrier = threading.Barrier(2, timeout=5)
+    seen: list[tuple[int, list[str]]] = []
+
+    def instance(index: int):
+        def run(texts: list[str]) -> np.ndarray:
+            barrier.wait()
+            seen.append((index, list(texts)))
+            return np.array([[len(t) + 100 * index] for t in texts], dtype=np.float32)
+
+        return run
+
+    async def main():
+        batcher = Batcher(
+            "m", [instance(0), instance(1)], estimate_tokens(128), BatchingConfig(max_batch_size=1), Metrics()
+        )
+        batcher.start()
+        rows = await asyncio.wait_for(asyncio.gather(batcher.submit("ab"), batcher.submit("abcd")), 10)
+        await batcher.close(5)
+        return batcher, rows
+
+    batcher, rows = run(main())
+    assert batcher.instances == 2 and sorted(index for index, _ in seen) == [0, 1]
+    # every caller gets its own prompt's row, whichever instance ran it
+    by_instance = {texts[0]: index for index, texts in seen}
+    assert [row[0] for row, _ in rows] == [2 + 100 * by_instance["ab"], 4 + 100 * by_instance["abcd"]]
+
+
+def test_a_failing_instance_fails_only_its_own_prompts() -> None:
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("instance down")
+
+    def healthy(texts: list[str]) -> np.ndarray:
+        return np.array([[len(t)] for t in texts], dtype=np.float32)
+
+    async def main():
+        batcher = Batcher(
+            "m", [broken, healthy], estimate_tokens(128), BatchingConfig(max_batch_size=1), Metrics()
+        )
+        batcher.start()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(f"p{i}") for i in range(8)), return_exceptions=True), 10
+        )
+        await batcher.close(5)
+        return results
+
+    results = run(main())
+    failed = [r for r in results if isinstance(r, Exception)]
+    served = [r for r in results if not isinstance(r, Exception)]
+    assert served and all(row[0] == 2 for row, _ in served)
+    assert all("instance down" in str(e) for e in failed)
+    assert len(failed) + len(served) == 8

@@ -38,6 +38,9 @@ def test_defaults_without_a_file() -> None:
         ("server: [1, 2]", "server: expected a mapping"),
         ("routers: {mf: {}, bert: {}}\nrouters_extra: 1", "config: unknown key(s) routers_extra"),
         (": : bad yaml", "cannot read config"),
+        ("runtime: {instances: -1}", "runtime.instances must be an integer >= 0"),
+        ("runtime: {intra_op_threads: two}", "runtime.intra_op_threads must be an integer >= 0"),
+        ("runtime: {allow_spinning: maybe}", "runtime.allow_spinning must be true or false"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str) -> None:

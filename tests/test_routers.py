@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidThresholdError, UnknownModelError, UnknownRouterError
-from service.routers import RandomRouter, check_threshold, load_router
+from service.routers import RandomRouter, SessionOptions, check_threshold, load_router
+from service.routers.session import cpu_cores, plan_instances
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -166,3 +167,20 @@ def test_bad_thresholds_are_refused(bad) -> None:
 @pytest.mark.parametrize("good", [0.0, 0.116, 1.0, "0.5"])
 def test_good_thresholds_pass(good) -> None:
     assert 0.0 <= check_threshold(good) <= 1.0
+
+
+def test_instance_plan_is_one_single_threaded_session_per_core_on_cpu() -> None:
+    cores = cpu_cores()
+    assert plan_instances(0, 0, ("CPUExecutionProvider",)) == (cores, 1)
+    assert plan_instances(1, 0, ("CPUExecutionProvider",)) == (1, cores)
+    assert plan_instances(3, 2, ("CPUExecutionProvider",)) == (3, 2)  # explicit values are kept
+
+
+def test_router_instances_are_separate_sessions_with_the_same_scores(mf_router) -> None:
+    router = load_router("mf", instances=2, session_options=SessionOptions(intra_op_threads=1))
+    assert len(router.sessions) == 2 and router.sessions[0] is not router.sessions[1]
+    prompts = ["Prove that sqrt(2) is irrational.", "hi"]
+    np.testing.assert_allclose(router.run_rows(prompts, 1), router.run_rows(prompts, 0), atol=1e-6)
+    np.testing.assert_allclose(router.run_rows(prompts, 0), mf_router.run_rows(prompts), atol=1e-5)
+    with pytest.raises(ValueError, match="instances must be >= 1"):
+        load_router("mf", instances=0)

@@ -14,6 +14,7 @@ import grpc
 
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
+from service.routers.session import cpu_cores
 from tests.conftest import ROOT
 
 SECRET = "my card number is 4111-1111-1111-1111"
@@ -77,6 +78,11 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     assert "engine_ready" in names and "server_started" in names and "server_stopped" in names
     ready = next(e for e in events if e["event"] == "engine_ready")
     assert ready["routers"]["mf"]["provider"] == "CPUExecutionProvider" and "batching" in ready
+    # on CPU: one single-threaded model instance per core, and a batch cap measured at startup
+    assert ready["model_instances"] == cpu_cores() and ready["intra_op_threads"] == 1
+    probed = next(e for e in events if e["event"] == "batch_size_probed")
+    assert probed["max_batch_size"] == ready["routers"]["mf"]["max_batch_size"]
+    assert 1 <= probed["max_batch_size"] <= 64 and "1" in probed["ms_per_prompt"]
     route = next(e for e in events if e["event"] == "route")
     assert route["request_id"] == "req-7" and "latency_ms" in route and "batch_size" in route
     assert "4111" not in out and "4111" not in err  # never the prompt text

@@ -52,6 +52,7 @@ def load_router(
     artifact_dir: str | Path | None = None,
     session_options: SessionOptions | None = None,
     seed: int | None = None,
+    instances: int = 1,
 ) -> Router:
     """Build a router by name: `random`, or an ONNX router whose manifest says mf/bert."""
     if name == "random":
@@ -61,4 +62,4 @@ def load_router(
         raise UnknownRouterError(name, list(ROUTER_NAMES))
     manifest = load_manifest(directory, verify_checksums=False)
     cls = _KINDS[manifest.kind]
-    return cls(directory, session_options=session_options, name=name)
+    return cls(directory, session_options=session_options, name=name, instances=instances)

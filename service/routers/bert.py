@@ -48,9 +48,9 @@ class BertRouter(OnnxRouter):
                 raise ValueError(f"strong_logit needs a finite mean and sd > 0 in {self.manifest.directory}")
             self._outputs.append(DIFFICULTY)
 
-    def run_rows(self, prompts: Sequence[str]) -> np.ndarray:
+    def run_rows(self, prompts: Sequence[str], instance: int = 0) -> np.ndarray:
         """One batch: [P(strong), P(tie), P(weak)] per prompt, then the difficulty if tilted."""
-        return np.hstack(self.run(prompts, self._outputs))
+        return np.hstack(self.run(prompts, self._outputs, instance))
 
     def scores_from_rows(self, rows: np.ndarray, strong_model: str = "", weak_model: str = "") -> np.ndarray:
         p = np.clip(rows[:, 0].astype(np.float64), 1e-7, 1 - 1e-7)

@@ -94,8 +94,8 @@ class MFRouter(OnnxRouter):
     def scores_from_logits(self, logits: np.ndarray, strong: int, weak: int) -> np.ndarray:
         return win_rate(logits, strong, weak, self.scoring, self.tilt)
 
-    def run_rows(self, prompts: Sequence[str]) -> np.ndarray:
-        return self.run(prompts, [LOGITS])[0]
+    def run_rows(self, prompts: Sequence[str], instance: int = 0) -> np.ndarray:
+        return self.run(prompts, [LOGITS], instance)[0]
 
     def scores_from_rows(self, rows: np.ndarray, strong_model: str, weak_model: str) -> np.ndarray:
         return self.scores_from_logits(rows, self.column(strong_model), self.column(weak_model))

@@ -24,24 +24,30 @@ class OnnxRouter:
         session_options: SessionOptions | None = None,
         name: str | None = None,
         max_batch: int = 64,
+        instances: int = 1,
     ) -> None:
+        """`instances`: independent onnxruntime sessions on the same model, so that several
+        batches can run at once (one per session); `run(..., instance=i)` picks one."""
         self.manifest: Manifest = load_manifest(artifact_dir)
         if self.manifest.kind != self.kind:
             raise ValueError(f"{artifact_dir} holds a {self.manifest.kind!r} router, not {self.kind!r}")
         self.name = name or self.manifest.name
         self.artifact_hash = self.manifest.artifact_hash
         self.tokenizer = BatchTokenizer(self.manifest.tokenizer_file, self.manifest.max_tokens)
-        self.session = create_session(self.manifest.model_file, session_options)
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        self.sessions = [create_session(self.manifest.model_file, session_options) for _ in range(instances)]
+        self.session = self.sessions[0]
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
         self._output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, prompts: Sequence[str], outputs: list[str]) -> list[np.ndarray]:
-        """Tokenize and run one batch; returns the named outputs."""
+    def run(self, prompts: Sequence[str], outputs: list[str], instance: int = 0) -> list[np.ndarray]:
+        """Tokenize and run one batch on one session; returns the named outputs."""
         ids, mask = self.tokenizer(prompts)
-        return self.session.run(outputs, {"input_ids": ids, "attention_mask": mask})
+        return self.sessions[instance].run(outputs, {"input_ids": ids, "attention_mask": mask})
 
-    def run_rows(self, prompts: Sequence[str]) -> np.ndarray:
+    def run_rows(self, prompts: Sequence[str], instance: int = 0) -> np.ndarray:
         """One batch of prompts -> one row each: what the batcher runs and the cache keeps."""
         raise NotImplementedError
 

@@ -1,0 +1,40 @@
+"""The startup probe that picks a model's batch-size cap from timings on this machine."""
+
+from __future__ import annotations
+
+import time
+
+from service.batch_probe import probe_batch_cap
+
+
+def sleeper(fixed_ms: float, per_prompt_ms: float, growth: float = 0.0):
+    """A fake model: a fixed cost per run plus a per-prompt cost that can grow with batch size."""
+    calls: list[int] = []
+
+    def run(batch: list[str]) -> None:
+        calls.append(len(batch))
+        n = len(batch)
+        time.sleep((fixed_ms + per_prompt_ms * n * (1 + growth * (n - 1))) / 1000)
+
+    return run, calls
+
+
+def test_a_gpu_like_model_gets_large_batches() -> None:
+    run, _ = sleeper(fixed_ms=4.0, per_prompt_ms=0.02)  # a run costs about the same at any size
+    chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=1)
+    assert chosen == 64
+    assert per_prompt[64] < per_prompt[1] / 10
+
+
+def test_a_small_cpu_like_model_stays_unbatched() -> None:
+    run, calls = sleeper(fixed_ms=0.05, per_prompt_ms=1.0, growth=0.2)  # bigger batches cost more per prompt
+    chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=3)
+    assert chosen == 1
+    # it stops after two sizes that are no cheaper instead of timing up to 64
+    assert max(calls) <= 4 and set(per_prompt) == {1, 2, 4}
+
+
+def test_the_cap_is_never_exceeded() -> None:
+    run, calls = sleeper(fixed_ms=2.0, per_prompt_ms=0.01)
+    chosen, _ = probe_batch_cap(run, cap=6, prompts_per_size=4, repeats=1)
+    assert chosen == 4 and max(calls) <= 6
