@@ -119,7 +119,12 @@ def free_port() -> int:
 
 
 def serve_args(
-    router: str, port: int, metrics_port: int, max_batch_size: int | None = None, instances: int | None = None
+    router: str,
+    port: int,
+    metrics_port: int,
+    max_batch_size: int | None = None,
+    instances: int | None = None,
+    probe: bool = True,
 ) -> list[str]:
     """`python -m service.cli serve` arguments for a benchmark: loopback, the example config,
     the cache off (every request runs the model), warnings-only logs."""
@@ -129,6 +134,8 @@ def serve_args(
         args += ["--max-batch-size", str(max_batch_size)]
     if instances is not None:
         args += ["--instances", str(instances)]
+    if not probe:
+        args += ["--no-batch-probe"]
     return args + ["--cache-size", "0", "--log-level", "warning"]
 
 
@@ -140,10 +147,15 @@ def write_results(stem: str, report: dict, markdown: str) -> None:
 
 
 class Server:
-    def __init__(self, router: str, max_batch_size: int, instances: int | None = None) -> None:
+    def __init__(
+        self, router: str, max_batch_size: int, instances: int | None = None, probe: bool = True
+    ) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, *serve_args(router, self.port, self.metrics_port, max_batch_size, instances)],
+            [
+                sys.executable,
+                *serve_args(router, self.port, self.metrics_port, max_batch_size, instances, probe),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -162,17 +174,17 @@ class Server:
         fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def batch_stats(self) -> tuple[float, float]:
+    def metric(self, name: str) -> float:
+        """A metric's value summed over its label sets (0 if absent)."""
         text = (
             urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10)
             .read()
             .decode()
         )
-        values = {}
-        for line in text.splitlines():
-            if line.startswith("lmroute_batch_size_sum") or line.startswith("lmroute_batch_size_count"):
-                values[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
-        return values.get("lmroute_batch_size_sum", 0.0), values.get("lmroute_batch_size_count", 0.0)
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0] == name)
+
+    def batch_stats(self) -> tuple[float, float]:
+        return self.metric("lmroute_batch_size_sum"), self.metric("lmroute_batch_size_count")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -269,9 +281,12 @@ def measure(
     concurrencies: list[int],
     seconds: float,
     instances: int | None = None,
+    probe: bool = True,
 ) -> list[dict]:
-    """Closed loop against a fresh server; `instances` None: the service's automatic choice."""
-    server = Server(router, max_batch, instances)
+    """Closed loop against a fresh server; `instances` None: the service's automatic choice;
+    `probe` False keeps `max_batch` as the cap (no startup probe)."""
+    server = Server(router, max_batch, instances, probe)
+    cap = int(server.metric("lmroute_max_batch_size"))
     rows = []
     try:
         for c in concurrencies:
@@ -285,10 +300,12 @@ def measure(
             # the load generator runs on the same 2 cores: what it takes, the server cannot use
             row["loadgen_cpu_cores"] = (time.process_time() - client0) / wall
             row["max_batch_size"] = max_batch
-            row["instances"] = instances or cpu_cores()
+            row["batch_cap_in_use"] = cap
+            row["probe"] = probe
+            row["instances"] = int(server.metric("lmroute_model_instances"))
             rows.append(row)
             print(
-                f"  max_batch={max_batch:3d} instances={row['instances']} c={c:3d}: "
+                f"  max_batch={max_batch:3d} (in use {cap}) instances={row['instances']} c={c:3d}: "
                 f"{row['req_per_s']:7.1f} req/s"
                 f"  p50 {row['p50_ms']:6.1f} ms"
                 f"  p99 {row['p99_ms']:6.1f} ms  mean batch {row['mean_batch']:5.1f}  "
@@ -339,13 +356,21 @@ def to_markdown(report: dict) -> str:
         f"{raw['single_prompt_ms']:.2f} ms on a 1-thread session (the service's layout), "
         f"{raw['single_prompt_ms_all_cores']:.2f} ms on one session using every core.",
         "",
+        "Max batch: the configured cap, then the cap in use after the startup probe (or 'no probe': the",
+        "configured cap is kept, batching forced on).",
+        "",
         "| instances | max batch | concurrency | req/s | p50 ms | p95 ms | p99 ms | mean batch | server CPU "
         "| load-gen CPU | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["service"] + report["batching_off"] + report.get("one_instance", []):
+    rows = report["service"] + report.get("batching_forced", []) + report["batching_off"]
+    for r in rows + report.get("one_instance", []):
+        if r.get("probe", True) and "batch_cap_in_use" in r and r["max_batch_size"] > 1:
+            cap = f"{r['max_batch_size']} -> {r['batch_cap_in_use']}"
+        else:
+            cap = f"{r['max_batch_size']}" + (", no probe" if not r.get("probe", True) else "")
         lines.append(
-            f"| {r.get('instances', 1)} | {r['max_batch_size']} | {r['concurrency']} | "
+            f"| {r.get('instances', 1)} | {cap} | {r['concurrency']} | "
             f"{r['req_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['mean_batch']:.1f} | {r['server_cpu_cores']:.2f} | {r['loadgen_cpu_cores']:.2f} | "
             f"{r['errors']} |"
@@ -367,7 +392,8 @@ def to_markdown(report: dict) -> str:
     lines += [
         "",
         f"- saturation req/s / raw ceiling: {ratios['efficiency']:.2f}",
-        f"- batching on / off at concurrency 32: {ratios['batching_gain_c32']:.2f}x req/s, "
+        f"- batching forced on (cap 64, no probe) / off (cap 1) at concurrency 32: "
+        f"{ratios['batching_gain_c32']:.2f}x req/s, "
         f"p99 {ratios['p99_on_c32']:.1f} vs {ratios['p99_off_c32']:.1f} ms",
         f"- p50 at concurrency 1 minus raw single-prompt time: {ratios['low_load_overhead_ms']:.2f} ms",
     ]
@@ -402,6 +428,8 @@ def main(argv=None) -> int:
     print(f"  single prompt {raw['single_prompt_ms']:.2f} ms (1 thread)", flush=True)
     print("service, batching on:", flush=True)
     service = measure(args.router, prompts, 64, args.concurrency, args.seconds)
+    print("service, batching forced on (no startup probe):", flush=True)
+    forced = measure(args.router, prompts, 64, [32, 128], args.seconds, probe=False)
     print("service, batching off (max batch 1):", flush=True)
     off = measure(args.router, prompts, 1, [1, 32], args.seconds)
     print("service, one model instance (the layout before instances):", flush=True)
@@ -410,7 +438,7 @@ def main(argv=None) -> int:
     print(f"service, open loop (fractions of {saturation:.0f} req/s):", flush=True)
     rates = [f * saturation for f in args.open_loop]
     open_rows = measure_open_loop(args.router, prompts, rates, args.seconds)
-    on32 = next(r for r in service if r["concurrency"] == 32)
+    on32 = next(r for r in forced if r["concurrency"] == 32)
     off32 = next(r for r in off if r["concurrency"] == 32)
     report = {
         "router": args.router,
@@ -418,6 +446,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "raw_ceiling": raw,
         "service": service,
+        "batching_forced": forced,
         "batching_off": off,
         "one_instance": one,
         "open_loop": open_rows,

@@ -20,8 +20,12 @@ def main() -> int:
     service = RESULTS / "service_mf.json"
     if service.is_file():
         data = json.loads(service.read_text())
-        series["lmroute gRPC, mf, batching on"] = data["service"]
+        series["lmroute gRPC, mf, default (probed batch cap)"] = data["service"]
+        if data.get("batching_forced"):
+            series["lmroute gRPC, mf, batching forced on"] = data["batching_forced"]
         series["lmroute gRPC, mf, batching off"] = data["batching_off"]
+        if data.get("one_instance"):
+            series["lmroute gRPC, mf, one model instance"] = data["one_instance"]
         if data.get("open_loop"):
             series["lmroute gRPC, mf, open loop"] = data["open_loop"]
     versus = RESULTS / "vs_routellm.json"

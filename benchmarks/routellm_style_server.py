@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from tokenizers import Tokenizer
 from transformers import BertModel
+
+from export.difficulty import DifficultyHead
 
 
 class RouteBody(BaseModel):
@@ -33,6 +36,16 @@ def build_app(weights: Path) -> FastAPI:
     head.load_state_dict(torch.load(weights / "head.pt"))
     head.eval()
     tokenizer = Tokenizer.from_file(str(weights / "tokenizer.json"))
+    tilted = meta.get("scoring") == "difficulty_tilted"
+    if tilted:  # the same score as the ONNX router: its class margin tilted by difficulty
+        difficulty = DifficultyHead(bert.config.hidden_size)
+        difficulty.load_state_dict(torch.load(weights / "difficulty.pt"))
+        difficulty.eval()
+        tilt, logit_mean, logit_sd = (
+            meta["difficulty_tilt"],
+            meta["strong_logit"]["mean"],
+            meta["strong_logit"]["sd"],
+        )
     app = FastAPI()
 
     @app.post("/route")
@@ -45,7 +58,12 @@ def build_app(weights: Path) -> FastAPI:
             hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
             probs = torch.softmax(head(pooled), -1)[0]
-        score = float(probs[0])
+            score = float(probs[0])
+            if tilted:
+                d = float(difficulty(torch.nn.functional.normalize(pooled, dim=-1), mask)[0, 0])
+                p = min(max(score, 1e-7), 1 - 1e-7)
+                z = (math.log(p / (1 - p)) - logit_mean) / logit_sd
+                score = 1 / (1 + math.exp(-(z + tilt * d) / (1 + tilt)))
         return {"strong_win_rate": score, "strong": score >= body.threshold}
 
     return app

@@ -221,16 +221,25 @@ def export_mf(args, pool, emb, n_tokens, encoder, enc_folder, train_idx, val_idx
     return out
 
 
-def save_hf(model, tokenizer_folder: Path, max_tokens: int, dst: Path) -> None:
+def save_hf(model, tokenizer_folder: Path, max_tokens: int, dst: Path, scoring: dict | None = None) -> None:
     """The BERT router in Hugging Face format (encoder + head), for torch baselines (benchmarks/).
 
     Not shipped (fp32, 90 MB): the ONNX artifact is the product; this is for comparisons.
+    `scoring`: {"difficulty": DifficultyHead, "difficulty_tilt": float, "strong_logit": {...}}
+    when the router's score is difficulty-tilted, so a baseline computes the same score.
     """
     dst.mkdir(parents=True, exist_ok=True)
     model.encoder.bert.save_pretrained(str(dst))
     torch.save(model.head.state_dict(), dst / "head.pt")
     load_tokenizer(tokenizer_folder, max_tokens).save(str(dst / "tokenizer.json"))
     meta = {"pooling": "mean", "classes": ["strong_wins", "tie", "weak_wins"], "max_tokens": max_tokens}
+    if scoring is not None:
+        torch.save(scoring["difficulty"].state_dict(), dst / "difficulty.pt")
+        meta |= {
+            "scoring": "difficulty_tilted",
+            "difficulty_tilt": scoring["difficulty_tilt"],
+            "strong_logit": scoring["strong_logit"],
+        }
     (dst / "lmroute_head.json").write_text(json.dumps(meta))
 
 
@@ -323,7 +332,8 @@ def export_bert(args, pool, emb, n_tokens, enc_folder, train_idx, val_idx, valid
     out = args.output / "bert"
     out.mkdir(parents=True, exist_ok=True)
     save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
-    save_hf(model, tokenizer_folder=enc_folder, max_tokens=args.max_tokens, dst=args.cache / "bert_hf")
+    scoring = {"difficulty": difficulty, "difficulty_tilt": tilt, "strong_logit": standardise}
+    save_hf(model, enc_folder, args.max_tokens, args.cache / "bert_hf", scoring)
     graph = ClassifierGraph(model, difficulty).eval()
     fp32 = args.cache / "bert_fp32.onnx"
     export_onnx(graph, fp32, {"probs": 2, "difficulty": 2})

@@ -97,6 +97,9 @@ class Batcher:
             for index in range(len(self._runners)):
                 self._free.put_nowait(index)
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+            if self._metrics is not None:
+                self._metrics.max_batch_size.labels(self.name).set(self._cfg.max_batch_size)
+                self._metrics.model_instances.labels(self.name).set(len(self._runners))
 
     @property
     def max_batch_size(self) -> int:

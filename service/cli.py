@@ -123,6 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.runtime.providers = args.providers.split(",")
     if args.max_batch_size:
         config.batching.max_batch_size = args.max_batch_size
+    if args.no_batch_probe:
+        config.batching.probe_batch_size = False
     if args.cache_size is not None:
         config.cache_size = args.cache_size
     config.log_level = args.log_level or config.log_level
@@ -310,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--max-batch-size", type=int, help="1 turns batching off")
+    p.add_argument(
+        "--no-batch-probe",
+        action="store_true",
+        help="keep --max-batch-size as the cap instead of lowering it to what pays on this machine",
+    )
     p.add_argument("--cache-size", type=int, help="route-decision cache entries; 0 disables it")
     p.add_argument("--models-dir")
     p.add_argument("--providers")

@@ -64,5 +64,11 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("lmroute_queue_depth", "Prompts waiting", ["model"], registry=r)
+        self.max_batch_size = Gauge(
+            "lmroute_max_batch_size", "Batch-size cap in use (after the startup probe)", ["model"], registry=r
+        )
+        self.model_instances = Gauge(
+            "lmroute_model_instances", "Model sessions running batches concurrently", ["model"], registry=r
+        )
         self.cache_hits = Counter("lmroute_cache_hits", "Route-decision cache hits", registry=r)
         self.cache_misses = Counter("lmroute_cache_misses", "Route-decision cache misses", registry=r)
