@@ -3,10 +3,11 @@ request) serving the same BERT-router weights, both driven over HTTP by one load
 
     python -m benchmarks.bench_vs_routellm [--seconds 10] [--concurrency 1 8 32]
 
-lmroute's side is the gateway's routing path: OpenAI-style POST /v1/chat/completions with
-model router-bert-0.5 -> gateway -> Route RPC -> batcher -> ONNX, then a local stub backend
-(tests/fake_backend.py) answers. The baseline needs `python -m export.pipeline` to have saved
-the BERT router in Hugging Face format under .cache/export/bert_hf.
+lmroute's side is the gateway's routing path: POST /v1/route with model router-bert-0.5 ->
+gateway -> Route RPC -> batcher -> ONNX, answering the decision as the baseline does (the
+gateway still runs with stub backends, tests/fake_backend.py, but /v1/route does not call them).
+The baseline needs `python -m export.pipeline` to have saved the BERT router in Hugging Face
+format under .cache/export/bert_hf.
 Writes benchmarks/results/vs_routellm.{json,md}.
 """
 
@@ -161,7 +162,7 @@ def run_lmroute(prompts, concurrencies, seconds, tmp: Path) -> list[dict]:
     backends = [strong, weak]
     server = start_router("bert", rpc, metrics)
     gateway = start_gateway(rpc, strong_url, weak_url, gw)
-    url = f"http://127.0.0.1:{gw}/v1/chat/completions"
+    url = f"http://127.0.0.1:{gw}/v1/route"  # the routing decision over HTTP, as the baseline answers
 
     def body(prompt: str) -> dict:
         return {"model": "router-bert-0.5", "messages": [{"role": "user", "content": prompt}]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.error
 import urllib.request
 
 import openai
@@ -146,6 +147,42 @@ def test_routes_on_the_last_user_message(gateway) -> None:
 
 
 # -- errors, auth, labels ---------------------------------------------------------------------
+
+
+def post_route(gateway, body: dict, key: str = "key-plain") -> tuple[int, dict]:
+    request = urllib.request.Request(
+        gateway.base_url + "/route",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.mark.parametrize("side", ["strong", "weak"])
+def test_route_endpoint_answers_the_decision_without_calling_a_backend(gateway, backends, side) -> None:
+    score = mf_score()
+    threshold = round(score - 0.01, 5) if side == "strong" else round(score + 0.01, 5)
+    calls_before = {name: len(b.requests()) for name, b in backends.items()}
+    status, body = post_route(gateway, {"model": f"router-mf-{threshold}", "messages": MESSAGES})
+    assert status == 200
+    assert body["tier"] == side and body["model"] == (STRONG_MODEL if side == "strong" else WEAK_MODEL)
+    assert body["router"] == "mf" and body["reason"] == "score"
+    assert body["strong_win_rate"] == pytest.approx(score, abs=1e-5)
+    assert body["threshold"] == pytest.approx(threshold)
+    assert {name: len(b.requests()) for name, b in backends.items()} == calls_before  # no backend call
+
+
+def test_route_endpoint_refuses_bad_input(gateway) -> None:
+    assert post_route(gateway, {"model": "router-mf-1.5", "messages": MESSAGES})[0] == 400
+    status, body = post_route(gateway, {"model": "gpt-17", "messages": MESSAGES})
+    assert status == 400 and body["error"]["code"] == "invalid_model"
+    assert post_route(gateway, {"model": "router-mf-0.5", "messages": MESSAGES}, key="wrong")[0] == 401
+    assert post_route(gateway, ["not", "an", "object"])[1]["error"]["code"] == "invalid_json"
 
 
 @pytest.mark.parametrize("model", ["router-mf", "router-mf-abc", "router-xx-0.5", "router-mf-1.5"])

@@ -2,6 +2,8 @@
 
 POST /v1/chat/completions  `model` = router-<router>-<threshold> | router-<router>-p<pct> routes;
                            a backend model name passes straight through. Streaming is piped.
+POST /v1/route             the routing decision alone (same `model` and `messages`), for a
+                           sidecar next to an existing LLM gateway: which tier, which model
 GET  /v1/models, /health, /metrics
 """
 
@@ -33,6 +35,17 @@ UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 def openai_error(status: int, message: str, code: str, kind: str = "invalid_request_error") -> web.Response:
     body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
     return web.json_response(body, status=status)
+
+
+async def json_object(request: web.Request) -> dict | web.Response:
+    """The request body as a JSON object, or the 400 answer saying why it is not one."""
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
+        return openai_error(400, f"invalid JSON body: {exc}", "invalid_json")
+    return body
 
 
 class GatewayMetrics:
@@ -87,6 +100,7 @@ class Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 << 20)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/route", self.route)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -120,12 +134,9 @@ class Gateway:
         if labels is None:
             self.metrics.requests.labels("", "401").inc()
             return openai_error(401, "Incorrect or missing API key.", "invalid_api_key")
-        try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-        except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
-            return openai_error(400, f"invalid JSON body: {exc}", "invalid_json")
+        body = await json_object(request)
+        if isinstance(body, web.Response):
+            return body
         model = body.get("model")
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {"x-lmroute-request-id": request_id}
@@ -152,6 +163,37 @@ class Gateway:
             headers["x-lmroute-router"] = "none"
         self.metrics.overhead.observe(time.perf_counter() - started)
         return await self._forward(request, body, tier, headers)
+
+    async def route(self, request: web.Request) -> web.Response:
+        """The decision without the backend call: {tier, model, router, strong_win_rate, ...}."""
+        labels = self._authenticate(request)
+        if labels is None:
+            return openai_error(401, "Incorrect or missing API key.", "invalid_api_key")
+        body = await json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        model = body.get("model")
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if not isinstance(model, str) or not is_router_model(model):
+            return openai_error(400, "model must be router-<router>-<threshold> or -p<pct>", "invalid_model")
+        try:
+            tier, headers = await self._route(model, body, labels, request_id)
+        except RoutingError as exc:
+            return openai_error(400, str(exc), "invalid_model")
+        score = headers.get("x-lmroute-score")
+        threshold = headers.get("x-lmroute-threshold")
+        return web.json_response(
+            {
+                "request_id": request_id,
+                "tier": tier,
+                "model": self.pools[tier].model,
+                "router": headers.get("x-lmroute-router"),
+                "strong_win_rate": float(score) if score is not None else None,
+                "threshold": float(threshold) if threshold is not None else None,
+                "reason": headers.get("x-lmroute-reason"),
+            },
+            headers={"x-lmroute-request-id": request_id},
+        )
 
     async def models(self, _: web.Request) -> web.Response:
         data = []
