@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -69,9 +70,7 @@ def main(argv=None) -> int:
         own = gateway_overhead_mean(gw)
     finally:
         stop(gateway, server, backend)
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
     lines = [
         f"# Gateway overhead (mf, {args.seconds} s per point)",
         "",

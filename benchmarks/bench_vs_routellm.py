@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,9 +198,7 @@ def main(argv=None) -> int:
     baseline = run_baseline(args.weights, prompts, args.concurrency, args.seconds)
     print("lmroute gateway -> Route RPC -> ONNX:", flush=True)
     lmroute = run_lmroute(prompts, args.concurrency, args.seconds, tmp)
-    for f in tmp.iterdir():
-        f.unlink()
-    tmp.rmdir()
+    shutil.rmtree(tmp, ignore_errors=True)
     lines = [
         f"# lmroute vs a RouteLLM-style server (bert router, HTTP, {args.seconds} s per point)",
         "",

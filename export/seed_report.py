@@ -24,6 +24,26 @@ from service.routers import MFRouter
 from service.routers.mf import win_rate
 
 
+def eval_figures(scores: np.ndarray, bench) -> tuple[float, float, float]:
+    """(APGR, CPT50, CPT80) of one router's scores on one benchmark."""
+    outcomes = (bench.strong_outcome, bench.weak_outcome)
+    curve = routing_curve(scores, *outcomes, weights=bench.weights, weak_weights=bench.weak_weights)
+    return apgr(curve), cpt(curve, 0.5), cpt(curve, 0.8)
+
+
+def summarise_seeds(rows: list[tuple[float, float, float]]) -> dict:
+    """(APGR, CPT50, CPT80) per seed -> mean, sd and the per-seed APGRs."""
+    values = np.array(rows)
+    return {
+        "seeds": len(rows),
+        "apgr_mean": round(float(values[:, 0].mean()), 4),
+        "apgr_sd": round(float(values[:, 0].std(ddof=1)), 4) if len(rows) > 1 else 0.0,
+        "cpt50_mean": round(float(values[:, 1].mean()), 2),
+        "cpt80_mean": round(float(values[:, 2].mean()), 2),
+        "apgr_per_seed": [round(float(v), 4) for v in values[:, 0]],
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.seed_report", description=__doc__)
     p.add_argument("--data", type=Path, default=Path("../shared/data/eval"))
@@ -51,23 +71,8 @@ def main(argv=None) -> int:
         for _, head in heads:
             with torch.inference_mode():
                 logits = np.hstack([head(torch.from_numpy(emb)).numpy(), extra])
-            curve = routing_curve(
-                win_rate(logits, strong, weak, raw["scoring"], router.tilt),
-                bench.strong_outcome,
-                bench.weak_outcome,
-                weights=bench.weights,
-                weak_weights=bench.weak_weights,
-            )
-            rows.append((apgr(curve), cpt(curve, 0.5), cpt(curve, 0.8)))
-        values = np.array(rows)
-        report[name] = {
-            "seeds": len(rows),
-            "apgr_mean": round(float(values[:, 0].mean()), 4),
-            "apgr_sd": round(float(values[:, 0].std(ddof=1)), 4) if len(rows) > 1 else 0.0,
-            "cpt50_mean": round(float(values[:, 1].mean()), 2),
-            "cpt80_mean": round(float(values[:, 2].mean()), 2),
-            "apgr_per_seed": [round(float(v), 4) for v in values[:, 0]],
-        }
+            rows.append(eval_figures(win_rate(logits, strong, weak, raw["scoring"], router.tilt), bench))
+        report[name] = summarise_seeds(rows)
         r = report[name]
         print(
             f"{name:9s} APGR {r['apgr_mean']:.3f} +- {r['apgr_sd']:.3f} over {len(rows)} seeds; "

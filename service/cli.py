@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--instances",
         type=int,
-        help="model sessions running batches at once (0: one per core on CPU, 1 on CUDA)",
+        help="model sessions running batches at once (0: one per core on CPU, at most 8; 1 on CUDA)",
     )
     p.add_argument("--log-level", choices=LEVELS, default=None)
     p.set_defaults(func=cmd_serve)

@@ -46,7 +46,7 @@ class BatchingConfig:
 class RuntimeConfig:
     providers: list[str] = field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     intra_op_threads: int = 0  # per model instance; 0: cores / instances on CPU, ort default on CUDA
-    instances: int = 0  # sessions per model running batches at once; 0: one per core on CPU, 1 on CUDA
+    instances: int = 0  # sessions per model running batches at once; 0: a core each on CPU (<= 8), 1 on CUDA
     allow_spinning: bool = False  # onnxruntime busy-waiting threads: off, they steal the server's CPU
 
 

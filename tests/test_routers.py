@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import InvalidThresholdError, UnknownModelError, UnknownRouterError
 from service.routers import RandomRouter, SessionOptions, check_threshold, load_router
-from service.routers.session import cpu_cores, plan_instances
+from service.routers.session import MAX_AUTO_INSTANCES, cpu_cores, plan_instances
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -171,7 +171,8 @@ def test_good_thresholds_pass(good) -> None:
 
 def test_instance_plan_is_one_single_threaded_session_per_core_on_cpu() -> None:
     cores = cpu_cores()
-    assert plan_instances(0, 0, ("CPUExecutionProvider",)) == (cores, 1)
+    auto = min(cores, MAX_AUTO_INSTANCES)
+    assert plan_instances(0, 0, ("CPUExecutionProvider",)) == (auto, max(1, cores // auto))
     assert plan_instances(1, 0, ("CPUExecutionProvider",)) == (1, cores)
     assert plan_instances(3, 2, ("CPUExecutionProvider",)) == (3, 2)  # explicit values are kept
 

@@ -79,7 +79,7 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     ready = next(e for e in events if e["event"] == "engine_ready")
     assert ready["routers"]["mf"]["provider"] == "CPUExecutionProvider" and "batching" in ready
     # on CPU: one single-threaded model instance per core, and a batch cap measured at startup
-    assert ready["model_instances"] == cpu_cores() and ready["intra_op_threads"] == 1
+    assert ready["model_instances"] == min(cpu_cores(), 8) and ready["intra_op_threads"] >= 1
     probed = next(e for e in events if e["event"] == "batch_size_probed")
     assert probed["max_batch_size"] == ready["routers"]["mf"]["max_batch_size"]
     assert 1 <= probed["max_batch_size"] <= 64 and "1" in probed["ms_per_prompt"]

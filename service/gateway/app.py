@@ -130,13 +130,12 @@ class Gateway:
     # -- endpoints --------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        labels = self._authenticate(request)
-        if labels is None:
-            self.metrics.requests.labels("", "401").inc()
-            return openai_error(401, "Incorrect or missing API key.", "invalid_api_key")
-        body = await json_object(request)
-        if isinstance(body, web.Response):
-            return body
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.Response):
+            if admitted.status == 401:
+                self.metrics.requests.labels("", "401").inc()
+            return admitted
+        labels, body = admitted
         model = body.get("model")
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {"x-lmroute-request-id": request_id}
@@ -166,12 +165,10 @@ class Gateway:
 
     async def route(self, request: web.Request) -> web.Response:
         """The decision without the backend call: {tier, model, router, strong_win_rate, ...}."""
-        labels = self._authenticate(request)
-        if labels is None:
-            return openai_error(401, "Incorrect or missing API key.", "invalid_api_key")
-        body = await json_object(request)
-        if isinstance(body, web.Response):
-            return body
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        labels, body = admitted
         model = body.get("model")
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         if not isinstance(model, str) or not is_router_model(model):
@@ -235,6 +232,16 @@ class Gateway:
         )
 
     # -- steps ------------------------------------------------------------------------------
+    async def _admit(self, request: web.Request) -> tuple[dict[str, str], dict] | web.Response:
+        """(caller labels, JSON body), or the 401/400 answer for a refused key or a bad body."""
+        labels = self._authenticate(request)
+        if labels is None:
+            return openai_error(401, "Incorrect or missing API key.", "invalid_api_key")
+        body = await json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        return labels, body
+
     def _authenticate(self, request: web.Request) -> dict[str, str] | None:
         """Labels for this caller (key labels + allow-listed label headers), or None if refused."""
         labels: dict[str, str] = {}

@@ -29,6 +29,9 @@ class SessionOptions:
     extra: dict = field(default_factory=dict)
 
 
+MAX_AUTO_INSTANCES = 8
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (the affinity mask, e.g. a container's cpuset)."""
     try:
@@ -43,11 +46,13 @@ def plan_instances(
     """(model instances, intra-op threads each) with 0 meaning "choose":
 
     on CUDA one instance (the GPU batches); on CPU one single-threaded instance per core,
-    since concurrent single-threaded runs beat one multi-threaded run on short prompts."""
+    since concurrent single-threaded runs beat one multi-threaded run on short prompts, up to
+    MAX_AUTO_INSTANCES (each instance holds its own weights and buffers), the cores then
+    shared out as threads."""
     on_gpu = resolve_providers(providers)[0] != CPU
     cores = cpu_cores()
     if instances <= 0:
-        instances = 1 if on_gpu else cores
+        instances = 1 if on_gpu else min(cores, MAX_AUTO_INSTANCES)
     if intra_op_threads <= 0:
         intra_op_threads = 0 if on_gpu else max(1, cores // instances)
     return instances, intra_op_threads
