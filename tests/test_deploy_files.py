@@ -45,7 +45,7 @@ HISTOGRAMS = [
     "lmroute_queue_wait_seconds",
     "lmroute_inference_seconds",
 ]
-GAUGES = ["lmroute_queue_depth"]
+GAUGES = ["lmroute_queue_depth", "lmroute_max_batch_size", "lmroute_model_instances"]
 SERVICE_METRICS = frozenset(
     COUNTERS + GAUGES + [f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")]
 )

@@ -185,3 +185,12 @@ def test_router_instances_are_separate_sessions_with_the_same_scores(mf_router) 
     np.testing.assert_allclose(router.run_rows(prompts, 0), mf_router.run_rows(prompts), atol=1e-5)
     with pytest.raises(ValueError, match="instances must be >= 1"):
         load_router("mf", instances=0)
+
+
+def test_instance_plan_on_cuda_is_one_instance_that_batches(monkeypatch) -> None:
+    # no GPU here: pretend the CUDA provider resolved first, as it does on a GPU machine
+    monkeypatch.setattr(
+        "service.routers.session.resolve_providers",
+        lambda wanted: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    assert plan_instances(0, 0, ("CUDAExecutionProvider", "CPUExecutionProvider")) == (1, 0)
