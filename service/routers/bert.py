@@ -15,7 +15,7 @@ SCORING_RULES = ("class_probability", "difficulty_tilted")
 
 
 class BertRouter(OnnxRouter):
-    """Score = P(strong wins), so ties go to the cheap model (as in RouteLLM).
+    """The score builds on P(strong wins), so ties count for the cheap model (as in RouteLLM).
 
     The manifest's `scoring` says how a row becomes a win rate:
     - "class_probability": P(strong wins) itself;
