@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import uvicorn
 from fastapi import FastAPI
@@ -22,6 +22,8 @@ from tokenizers import Tokenizer
 from transformers import BertModel
 
 from export.difficulty import DifficultyHead
+from service.routers.bert import standardised_margin
+from service.routers.mf import tilted
 
 
 class RouteBody(BaseModel):
@@ -36,8 +38,8 @@ def build_app(weights: Path) -> FastAPI:
     head.load_state_dict(torch.load(weights / "head.pt"))
     head.eval()
     tokenizer = Tokenizer.from_file(str(weights / "tokenizer.json"))
-    tilted = meta.get("scoring") == "difficulty_tilted"
-    if tilted:  # the same score as the ONNX router: its class margin tilted by difficulty
+    is_tilted = meta.get("scoring") == "difficulty_tilted"
+    if is_tilted:  # the same score as the ONNX router: its class margin tilted by difficulty
         difficulty = DifficultyHead(bert.config.hidden_size)
         difficulty.load_state_dict(torch.load(weights / "difficulty.pt"))
         difficulty.eval()
@@ -59,11 +61,10 @@ def build_app(weights: Path) -> FastAPI:
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
             probs = torch.softmax(head(pooled), -1)[0]
             score = float(probs[0])
-            if tilted:
+            if is_tilted:
                 d = float(difficulty(torch.nn.functional.normalize(pooled, dim=-1), mask)[0, 0])
-                p = min(max(score, 1e-7), 1 - 1e-7)
-                z = (math.log(p / (1 - p)) - logit_mean) / logit_sd
-                score = 1 / (1 + math.exp(-(z + tilt * d) / (1 + tilt)))
+                z = standardised_margin(np.array([score]), logit_mean, logit_sd)
+                score = float(tilted(z, np.array([d]), tilt)[0])
         return {"strong_win_rate": score, "strong": score >= body.threshold}
 
     return app

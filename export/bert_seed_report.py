@@ -23,11 +23,12 @@ from export.bert import BertConfig, probs_and_embeddings, regime_labels, train_b
 from export.data import load_pool, split_prompts
 from export.difficulty import predict_difficulty, token_counts
 from export.encoder import load_encoder, load_tokenizer, locate_encoder
-from export.pipeline import bert_score_parts, regime_pairs_by_prompt, strong_logit, update_manifest
+from export.pipeline import bert_score_parts, regime_pairs_by_prompt, update_manifest
 from export.seed_report import eval_figures, summarise_seeds
 from export.validation import RegimeValidator
 from service.evaluation import load_benchmark, resolve_benchmarks
 from service.routers import BertRouter
+from service.routers.bert import standardised_margin
 from service.routers.mf import tilted
 
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         _, _, difficulty, standardise = bert_score_parts(model, tokenizer, pool, n_tokens, train_idx)
         for name, bench in benches.items():
             probs, tuned = probs_and_embeddings(model, tokenizer, list(bench.prompts))
-            z = (strong_logit(probs[:, 0]) - standardise["mean"]) / standardise["sd"]
+            z = standardised_margin(probs[:, 0], standardise["mean"], standardise["sd"])
             d = predict_difficulty(difficulty, tuned, token_counts(tokenizer, bench.prompts))
             rows[name].append(eval_figures(tilted(z, d, tilt), bench))
             print(f"  {name}: APGR {rows[name][-1][0]:.4f}", flush=True)

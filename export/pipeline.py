@@ -40,6 +40,7 @@ from export.validation import (
 )
 from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
 from service.routers import BertRouter, MFRouter
+from service.routers.bert import standardised_margin
 from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
 from service.routers.mf import tilted, win_rate
 from service.routers.tokenization import BatchTokenizer
@@ -292,18 +293,13 @@ def regime_pairs_by_prompt(pool, train_idx: np.ndarray) -> list[list[tuple[int, 
     return [by_group[g] for g in pool.groups]
 
 
-def strong_logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def bert_score_parts(model, tokenizer, pool, n_tokens: np.ndarray, train_idx: np.ndarray):
     """What turns a fine-tuned classifier into the BERT router's tilted score: every pool
     prompt's probabilities and fine-tuned embedding, the difficulty ridge on that embedding,
     and the standardisation of logit(P(strong wins)) over the training split."""
     probs, tuned = probs_and_embeddings(model, tokenizer, pool.texts)
     difficulty = fit_difficulty(tuned, n_tokens, pool.outcome, pool.observed, train_idx)
-    logit = strong_logit(probs[:, 0])
+    logit = standardised_margin(probs[:, 0])
     standardise = {
         "mean": float(logit[train_idx].mean()),
         "sd": float(logit[train_idx].std()),
@@ -333,7 +329,7 @@ def export_bert(args, pool, emb, n_tokens, enc_folder, train_idx, val_idx, valid
         encoder, tokenizer, pool.texts, labels, np.array(pool.sources), tr, val_idx, cfg, val_metric
     )
     probs, tuned, difficulty, standardise = bert_score_parts(model, tokenizer, pool, n_tokens, train_idx)
-    z = (strong_logit(probs[:, 0]) - standardise["mean"]) / standardise["sd"]
+    z = standardised_margin(probs[:, 0], standardise["mean"], standardise["sd"])
     full[:] = tilted(z, predict_difficulty(difficulty, tuned, n_tokens), tilt)
     metrics = {**validator(full), **regime(lambda i, a, b: full[i])}
     untilted = regime(lambda i, a, b: probs[i, 0])["regime_apgr_mean"]
@@ -367,7 +363,7 @@ def export_bert(args, pool, emb, n_tokens, enc_folder, train_idx, val_idx, valid
     for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
         p = run_onnx(path, tok_file, args.max_tokens, val_texts, "probs")[:, 0]
         d = run_onnx(path, tok_file, args.max_tokens, val_texts, "difficulty")[:, 0]
-        zz = (strong_logit(p) - standardise["mean"]) / standardise["sd"]
+        zz = standardised_margin(p, standardise["mean"], standardise["sd"])
         aucs[name] = auc(tilted(zz, d, tilt)[keep], label[keep])
     check_int8_auc(report, aucs)
     specific = {

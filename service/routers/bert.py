@@ -14,6 +14,12 @@ DIFFICULTY = "difficulty"
 SCORING_RULES = ("class_probability", "difficulty_tilted")
 
 
+def standardised_margin(p_strong: np.ndarray, mean: float = 0.0, sd: float = 1.0) -> np.ndarray:
+    """(logit(P(strong wins)) - mean) / sd: the classifier's margin on the tilt's scale."""
+    p = np.clip(np.asarray(p_strong, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return (np.log(p / (1 - p)) - mean) / sd
+
+
 class BertRouter(OnnxRouter):
     """The score builds on P(strong wins), so ties count for the cheap model (as in RouteLLM).
 
@@ -53,10 +59,9 @@ class BertRouter(OnnxRouter):
         return np.hstack(self.run(prompts, self._outputs, instance))
 
     def scores_from_rows(self, rows: np.ndarray, strong_model: str = "", weak_model: str = "") -> np.ndarray:
-        p = np.clip(rows[:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
         if self.scoring == "class_probability":
             return rows[:, 0].astype(np.float64)
-        z = (np.log(p / (1 - p)) - self._logit_mean) / self._logit_sd
+        z = standardised_margin(rows[:, 0], self._logit_mean, self._logit_sd)
         return tilted(z, rows[:, 3].astype(np.float64), self.tilt)
 
     def probabilities(self, prompts: Sequence[str]) -> np.ndarray:
