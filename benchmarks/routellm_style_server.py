@@ -22,8 +22,7 @@ from tokenizers import Tokenizer
 from transformers import BertModel
 
 from export.difficulty import DifficultyHead
-from service.routers.bert import standardised_margin
-from service.routers.mf import tilted
+from service.routers.tilt import standardised_margin, tilted
 
 
 class RouteBody(BaseModel):

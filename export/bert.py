@@ -94,28 +94,21 @@ def _batches(tokenizer: Tokenizer, texts: list[str], idx: np.ndarray, size: int,
         yield chunk, ids, mask
 
 
-def predict(model: Classifier, tokenizer: Tokenizer, texts: list[str], idx: np.ndarray) -> np.ndarray:
-    model.eval()
-    out = np.zeros((len(texts), 3), dtype=np.float32)
-    with torch.inference_mode():
-        for chunk, ids, mask in _batches(tokenizer, texts, idx, 64):
-            out[chunk] = torch.softmax(model(ids, mask), -1).numpy()
-    return out[idx]
-
-
 def probs_and_embeddings(
-    model: Classifier, tokenizer: Tokenizer, texts: list[str]
+    model: Classifier, tokenizer: Tokenizer, texts: list[str], idx: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every prompt's class probabilities and fine-tuned normalised embedding, in input order."""
+    """Class probabilities and fine-tuned normalised embeddings of texts[idx] (default: all),
+    in that order."""
     model.eval()
+    idx = np.arange(len(texts)) if idx is None else idx
     probs = np.zeros((len(texts), 3), dtype=np.float32)
     emb = np.zeros((len(texts), model.head.in_features), dtype=np.float32)
     with torch.inference_mode():
-        for chunk, ids, mask in _batches(tokenizer, texts, np.arange(len(texts)), 64):
+        for chunk, ids, mask in _batches(tokenizer, texts, idx, 64):
             pooled = model.pooled(ids, mask)
             probs[chunk] = torch.softmax(model.head(pooled), -1).numpy()
             emb[chunk] = torch.nn.functional.normalize(pooled, p=2.0, dim=-1).numpy()
-    return probs, emb
+    return probs[idx], emb[idx]
 
 
 def train_bert(
@@ -173,7 +166,7 @@ def train_bert(
             loss.backward()
             opt.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        probs = predict(model, tokenizer, texts, val_idx)
+        probs, _ = probs_and_embeddings(model, tokenizer, texts, val_idx)
         labelled = labels[val_idx].sum(-1) > 0  # hold-out prompts without a label pair: no CE
         ce = float(-(labels[val_idx] * np.log(probs + 1e-9)).sum(-1)[labelled].mean())
         metric = val_metric(probs) if val_metric else -ce

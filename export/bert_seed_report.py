@@ -28,8 +28,7 @@ from export.seed_report import eval_figures, summarise_seeds
 from export.validation import RegimeValidator
 from service.evaluation import load_benchmark, resolve_benchmarks
 from service.routers import BertRouter
-from service.routers.bert import standardised_margin
-from service.routers.mf import tilted
+from service.routers.tilt import standardised_margin, tilted
 
 
 def main(argv=None) -> int:

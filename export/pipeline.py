@@ -40,9 +40,9 @@ from export.validation import (
 )
 from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
 from service.routers import BertRouter, MFRouter
-from service.routers.bert import standardised_margin
 from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
-from service.routers.mf import tilted, win_rate
+from service.routers.mf import win_rate
+from service.routers.tilt import standardised_margin, tilted
 from service.routers.tokenization import BatchTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,18 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.routers.mf import check_tilt, tilted
 from service.routers.onnx_router import OnnxRouter
+from service.routers.tilt import check_tilt, standardised_margin, tilted
 
 PROBS = "probs"
 DIFFICULTY = "difficulty"
 SCORING_RULES = ("class_probability", "difficulty_tilted")
-
-
-def standardised_margin(p_strong: np.ndarray, mean: float = 0.0, sd: float = 1.0) -> np.ndarray:
-    """(logit(P(strong wins)) - mean) / sd: the classifier's margin on the tilt's scale."""
-    p = np.clip(np.asarray(p_strong, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return (np.log(p / (1 - p)) - mean) / sd
 
 
 class BertRouter(OnnxRouter):

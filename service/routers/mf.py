@@ -8,29 +8,11 @@ import numpy as np
 
 from service.errors import UnknownModelError
 from service.routers.onnx_router import OnnxRouter
+from service.routers.tilt import check_tilt, sigmoid, tilted
 
 LOGITS = "logits"
 SCORING_RULES = ("bradley_terry", "expected_gain", "difficulty_tilted")
 EMBEDDING = "embedding"
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def tilted(margin: np.ndarray, difficulty: np.ndarray, tilt: float) -> np.ndarray:
-    """sigmoid((margin + tilt * difficulty) / (1 + tilt)): a router's own strong-vs-weak margin
-    leaned towards the strong model on harder prompts (difficulty is standardised, harder is
-    higher). Dividing by 1 + tilt keeps it a weighted mean, so thresholds stay readable."""
-    return _sigmoid((margin + tilt * difficulty) / (1.0 + tilt))
-
-
-def check_tilt(raw: dict, directory) -> float:
-    """The manifest's `difficulty_tilt`: a finite number >= 0 (0 when absent)."""
-    tilt = float(raw.get("difficulty_tilt", 0.0))
-    if not (np.isfinite(tilt) and tilt >= 0):
-        raise ValueError(f"difficulty_tilt must be a number >= 0 in {directory}")
-    return tilt
 
 
 def win_rate(logits: np.ndarray, strong: int, weak: int, scoring: str, tilt: float = 0.0) -> np.ndarray:
@@ -39,10 +21,10 @@ def win_rate(logits: np.ndarray, strong: int, weak: int, scoring: str, tilt: flo
     pipeline scores its candidates with this same function."""
     ls, lw = logits[:, strong].astype(np.float64), logits[:, weak].astype(np.float64)
     if scoring == "bradley_terry":
-        return _sigmoid(ls - lw)
+        return sigmoid(ls - lw)
     if scoring == "difficulty_tilted":
         return tilted(ls - lw, logits[:, -1].astype(np.float64), tilt)
-    return 0.5 + 0.5 * (_sigmoid(ls) - _sigmoid(lw))
+    return 0.5 + 0.5 * (sigmoid(ls) - sigmoid(lw))
 
 
 class MFRouter(OnnxRouter):
