@@ -125,10 +125,12 @@ def serve_args(
     max_batch_size: int | None = None,
     instances: int | None = None,
     probe: bool = True,
+    config: Path = ROOT / "config.example.yaml",
+    workers: int = 1,
 ) -> list[str]:
     """`python -m service.cli serve` arguments for a benchmark: loopback, the example config,
     the cache off (every request runs the model), warnings-only logs."""
-    args = ["-m", "service.cli", "serve", "--routers", router, "--config", str(ROOT / "config.example.yaml")]
+    args = ["-m", "service.cli", "serve", "--routers", router, "--config", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)]
     if max_batch_size is not None:
         args += ["--max-batch-size", str(max_batch_size)]
@@ -136,7 +138,14 @@ def serve_args(
         args += ["--instances", str(instances)]
     if not probe:
         args += ["--no-batch-probe"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     return args + ["--cache-size", "0", "--log-level", "warning"]
+
+
+def python_path() -> str:
+    """This checkout first, then whatever PYTHONPATH already holds (e.g. a carried onnxruntime-gpu)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def write_results(stem: str, report: dict, markdown: str) -> None:
@@ -148,17 +157,28 @@ def write_results(stem: str, report: dict, markdown: str) -> None:
 
 class Server:
     def __init__(
-        self, router: str, max_batch_size: int, instances: int | None = None, probe: bool = True
+        self,
+        router: str,
+        max_batch_size: int | None,
+        instances: int | None = None,
+        probe: bool = True,
+        config: Path = ROOT / "config.example.yaml",
+        workers: int = 1,
     ) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                *serve_args(router, self.port, self.metrics_port, max_batch_size, instances, probe),
+                *serve_args(
+                    router, self.port, self.metrics_port, max_batch_size, instances, probe, config, workers
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            },
         )
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=120)
@@ -169,10 +189,31 @@ class Server:
                     break
                 except grpc.RpcError:
                     time.sleep(0.1)
+        # with several workers, /metrics comes up once every worker is serving
+        for _ in range(1200):
+            try:
+                self.metric("lmroute_model_instances")
+                break
+            except OSError:
+                time.sleep(0.5)
 
     def cpu_seconds(self) -> float:
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the server and its worker processes (`serve --workers`)."""
+
+        def stat(pid: str) -> list[str]:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+        ticks = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = stat(entry)
+            except OSError:
+                continue
+            if entry == str(self.proc.pid) or fields[1] == str(self.proc.pid):  # [1]: parent pid
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def metric(self, name: str) -> float:
         """A metric's value summed over its label sets (0 if absent)."""

@@ -31,6 +31,7 @@ from benchmarks.bench_service import (
     bench_mix,
     free_port,
     machine,
+    python_path,
     serve_args,
     summarize,
     write_results,
@@ -43,7 +44,7 @@ def start(args: list[str]) -> subprocess.Popen:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": python_path()},
     )
 
 

@@ -21,7 +21,7 @@ MIN_GAIN = 0.9  # a larger batch must cost at most 90% per prompt of the best sm
 def probe_batch_cap(
     run: Callable[[list[str]], Any],
     cap: int,
-    sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
+    sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     prompts_per_size: int = 16,
     repeats: int = 3,
 ) -> tuple[int, dict[int, float]]:

@@ -109,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         config.routers = [known.get(name, RouterConfig(name)) for name in args.routers]
     server_cfg = config.server
-    for key in ("host", "port", "metrics_port"):
+    for key in ("host", "port", "metrics_port", "workers"):
         if getattr(args, key) is not None:
             server_cfg = dataclasses.replace(server_cfg, **{key: getattr(args, key)})
     config.server = server_cfg
@@ -130,6 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.log_level = args.log_level or config.log_level
     config.validate()
     configure_logging(config.log_level, sys.stdout)  # the service logs JSON on stdout
+    if config.server.workers > 1:
+        from service.workers import serve_workers
+
+        return serve_workers(config)
 
     async def run() -> None:
         server = RouteServer(config)
@@ -312,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
     p.add_argument("--max-batch-size", type=int, help="1 turns batching off")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (default 1; more for a GPU or many cores)",
+    )
     p.add_argument(
         "--no-batch-probe",
         action="store_true",

@@ -77,6 +77,9 @@ class ServerConfig:
     port: int = 50051
     metrics_port: int | None = 9464  # null disables the metrics endpoint; 0 picks a free port
     grace_seconds: float = 10.0
+    # server processes sharing the port (SO_REUSEPORT), each with its own engine and model
+    # sessions: one Python process tops out at a few thousand routes/s (the GIL), a GPU does not
+    workers: int = 1
 
 
 @dataclass
@@ -124,6 +127,9 @@ class Config:
             raise ConfigError(
                 f"runtime.allow_spinning must be true or false, got {self.runtime.allow_spinning!r}"
             )
+        workers = self.server.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"server.workers must be an integer >= 1, got {workers!r}")
         for rule in self.policy.rules:
             if rule.route not in TIERS or not rule.match:
                 raise ConfigError(f"policy.rules.{rule.name}: needs a non-empty match and route strong|weak")

@@ -63,12 +63,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("lmroute_queue_depth", "Prompts waiting", ["model"], registry=r)
+        # multiprocess_mode: how `serve --workers N` merges the workers' gauges (ignored with one)
+        self.queue_depth = Gauge(
+            "lmroute_queue_depth", "Prompts waiting", ["model"], registry=r, multiprocess_mode="livesum"
+        )
         self.max_batch_size = Gauge(
-            "lmroute_max_batch_size", "Batch-size cap in use (after the startup probe)", ["model"], registry=r
+            "lmroute_max_batch_size",
+            "Batch-size cap in use (after the startup probe)",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.model_instances = Gauge(
-            "lmroute_model_instances", "Model sessions running batches concurrently", ["model"], registry=r
+            "lmroute_model_instances",
+            "Model sessions running batches concurrently (all workers)",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_hits = Counter("lmroute_cache_hits", "Route-decision cache hits", registry=r)
         self.cache_misses = Counter("lmroute_cache_misses", "Route-decision cache misses", registry=r)

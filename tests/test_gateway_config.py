@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 from service.config import ConfigError
 from service.gateway.backends import TierPool
 from service.gateway.config import EndpointConfig, TierConfig, load_gateway_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 from tests.gateway_harness import Backend
 
 
@@ -75,7 +74,7 @@ def test_lmroute_gateway_quick_start_process(tmp_path) -> None:
             "--port",
             str(port),
         ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=subprocess_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -178,7 +178,8 @@ def test_instance_plan_is_one_single_threaded_session_per_core_on_cpu() -> None:
 
 
 def test_router_instances_are_separate_sessions_with_the_same_scores(mf_router) -> None:
-    router = load_router("mf", instances=2, session_options=SessionOptions(intra_op_threads=1))
+    options = SessionOptions(providers=("CPUExecutionProvider",), intra_op_threads=1)
+    router = load_router("mf", instances=2, session_options=options)
     assert len(router.sessions) == 2 and router.sessions[0] is not router.sessions[1]
     prompts = ["Prove that sqrt(2) is irrational.", "hi"]
     np.testing.assert_allclose(router.run_rows(prompts, 1), router.run_rows(prompts, 0), atol=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -11,11 +10,12 @@ import sys
 import time
 
 import grpc
+import onnxruntime
 
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
 from service.routers.session import cpu_cores
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 SECRET = "my card number is 4111-1111-1111-1111"
 
@@ -49,7 +49,7 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
             "debug",
         ],
         cwd=tmp_path,  # artifact paths resolve relative to the config file, not the cwd
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=subprocess_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,9 +77,14 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     names = [e["event"] for e in events]
     assert "engine_ready" in names and "server_started" in names and "server_stopped" in names
     ready = next(e for e in events if e["event"] == "engine_ready")
-    assert ready["routers"]["mf"]["provider"] == "CPUExecutionProvider" and "batching" in ready
-    # on CPU: one single-threaded model instance per core, and a batch cap measured at startup
-    assert ready["model_instances"] == min(cpu_cores(), 8) and ready["intra_op_threads"] >= 1
+    # the example config asks for CUDA first: a GPU machine with onnxruntime-gpu serves on it
+    on_gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    provider = "CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider"
+    assert ready["routers"]["mf"]["provider"] == provider and "batching" in ready
+    # on CPU: one single-threaded model instance per core (on CUDA one), and a batch cap
+    # measured at startup
+    assert ready["model_instances"] == (1 if on_gpu else min(cpu_cores(), 8))
+    assert on_gpu or ready["intra_op_threads"] >= 1
     probed = next(e for e in events if e["event"] == "batch_size_probed")
     assert probed["max_batch_size"] == ready["routers"]["mf"]["max_batch_size"]
     assert 1 <= probed["max_batch_size"] <= 64 and "1" in probed["ms_per_prompt"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import onnxruntime as ort
 import structlog
 
+from service.routers.cuda_graph import OnnxMissing, cuda_model_bytes
+
 log = structlog.get_logger(__name__)
 
 CPU = "CPUExecutionProvider"
@@ -81,8 +83,11 @@ def create_session(path: Path, options: SessionOptions | None = None) -> ort.Inf
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.inter_op_num_threads = options.inter_op_threads
     providers = resolve_providers(options.providers)
+    model: str | bytes = str(path)
+    if providers[0] == CUDA:
+        model = _cuda_graph(path)
     try:
-        session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        session = ort.InferenceSession(model, sess_options=so, providers=providers)
     except Exception as exc:  # a CUDA provider that is installed but cannot start (no GPU, driver)
         if providers == [CPU]:
             raise
@@ -92,3 +97,18 @@ def create_session(path: Path, options: SessionOptions | None = None) -> ort.Inf
     if providers[0] != active[0]:
         log.warning("execution_provider_fallback", wanted=providers[0], active=active[0])
     return session
+
+
+def _cuda_graph(path: Path) -> str | bytes:
+    """The model for the CUDA provider: static int8 matmuls rewritten so they run on the GPU."""
+    try:
+        rewritten = cuda_model_bytes(path)
+    except OnnxMissing as exc:
+        # the graph still runs, but its int8 matmuls fall back to the CPU at every layer
+        log.warning("cuda_graph_not_rewritten", model=path.name, reason=str(exc))
+        return str(path)
+    if rewritten is None:
+        return str(path)
+    data, count = rewritten
+    log.info("cuda_graph_rewritten", model=path.name, qlinear_matmuls=count)
+    return data

@@ -1,0 +1,151 @@
+"""`lmroute serve --workers N`: N server processes on one port, and one metrics endpoint.
+
+One Python process routes a few thousand requests a second at most: the GIL serialises
+request handling, however many cores or however fast a GPU the model has. Each worker here is
+a full server (engine, batcher, model sessions) in its own process; they all bind the same
+gRPC port with SO_REUSEPORT and the kernel spreads incoming connections over them. The
+supervisor (this process) serves /metrics for all of them through prometheus_client's
+multiprocess mode, forwards SIGTERM/SIGINT for a graceful stop, and stops everything if a
+worker dies (a process manager then restarts the service as a whole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+
+import structlog
+
+from service.config import Config
+from service.logging_setup import configure_logging
+
+log = structlog.get_logger(__name__)
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+READY_TIMEOUT_S = 600.0  # loading, warming and probing a model on a slow machine
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker_main(config: Config, index: int, ready) -> None:
+    """One worker: a RouteServer on the shared port, no metrics endpoint of its own."""
+    import asyncio
+
+    from service.grpc.server import RouteServer
+
+    configure_logging(config.log_level)
+    structlog.contextvars.bind_contextvars(worker=index)
+    config.server = dataclasses.replace(config.server, metrics_port=None)
+
+    async def run() -> None:
+        server = RouteServer(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        ready.set()
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(run())
+
+
+def serve_workers(config: Config) -> int:
+    """Run config.server.workers workers until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a
+    worker failed."""
+    workers = config.server.workers
+    if config.server.port == 0:  # every worker must bind the same port: choose it here
+        config.server = dataclasses.replace(config.server, port=free_port(config.server.host))
+    metrics_dir = tempfile.mkdtemp(prefix="lmroute-metrics-")
+    # set before any worker imports prometheus_client: its values then live in shared files
+    os.environ[METRICS_DIR_ENV] = metrics_dir
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter each: no inherited threads or CUDA state
+    processes, readies = [], []
+    for index in range(workers):
+        ready = ctx.Event()
+        proc = ctx.Process(target=_worker_main, args=(config, index, ready), name=f"lmroute-worker-{index}")
+        proc.start()
+        processes.append(proc)
+        readies.append(ready)
+    http = None
+    failed = False
+    try:
+        for index, ready in enumerate(readies):
+            while not ready.wait(0.2):
+                if stopping.is_set() or not processes[index].is_alive():
+                    failed = not stopping.is_set()
+                    raise _Stop
+        http = _start_metrics(config, metrics_dir)
+        log.info(
+            "workers_ready",
+            workers=workers,
+            port=config.server.port,
+            metrics_port=http.server_port if http else None,
+            pids=[p.pid for p in processes],
+        )
+        while not stopping.wait(0.5):
+            dead = [p for p in processes if not p.is_alive()]
+            if dead:
+                log.error("worker_died", pids=[p.pid for p in dead], exit_codes=[p.exitcode for p in dead])
+                failed = True
+                break
+    except _Stop:
+        pass
+    finally:
+        _stop_all(processes, config.server.grace_seconds)
+        if http is not None:
+            http.shutdown()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failed:
+        log.error("workers_stopped_after_failure")
+        return 1
+    log.info("workers_stopped")
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _start_metrics(config: Config, metrics_dir: str):
+    if config.server.metrics_port is None:
+        return None
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    server, _thread = start_http_server(
+        config.server.metrics_port, addr=config.server.host, registry=registry
+    )
+    return server
+
+
+def _stop_all(processes, grace: float) -> None:
+    """SIGTERM every live worker (each drains its in-flight calls within the grace), then kill."""
+    from prometheus_client import multiprocess
+
+    for proc in processes:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in processes:
+        proc.join(grace + 5)
+        if proc.is_alive():
+            log.warning("worker_killed", pid=proc.pid)
+            proc.kill()
+            proc.join()
+        multiprocess.mark_process_dead(proc.pid)
