@@ -91,3 +91,19 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     route = next(e for e in events if e["event"] == "route")
     assert route["request_id"] == "req-7" and "latency_ms" in route and "batch_size" in route
     assert "4111" not in out and "4111" not in err  # never the prompt text
+
+
+def test_a_missing_artifact_stops_serve_with_one_clear_line(tmp_path) -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--routers", "mf"]
+        + ["--models-dir", str(tmp_path / "nowhere"), "--host", "127.0.0.1", "--port", str(port)]
+        + ["--metrics-port", str(free_port())],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "no router manifest here" in proc.stderr and "nowhere" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -226,7 +226,15 @@ class RouteServer:
         await server.start()
         self._server = server
         # NOT_SERVING until every configured router is loaded and warmed up
-        await self.engine.start()
+        try:
+            await self.engine.start()
+        except BaseException:
+            # close the port inside the event loop: left to garbage collection after the loop
+            # has closed, grpc's server object prints a traceback over the real error
+            await server.stop(None)
+            if self._metrics_http is not None:
+                self._metrics_http.shutdown()
+            raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server_started",
