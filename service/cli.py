@@ -97,10 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gRPC service until SIGTERM/SIGINT; exits 0 after a graceful shutdown."""
     import asyncio
     import dataclasses
-    import signal
 
     from service.config import load_config
-    from service.grpc.server import RouteServer
+    from service.grpc.server import serve_until_signalled
 
     config = load_config(args.config)
     if args.routers:
@@ -135,17 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_workers(config)
 
-    async def run() -> None:
-        server = RouteServer(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.start()
-        await stop.wait()
-        await server.stop()
-
-    asyncio.run(run())
+    asyncio.run(serve_until_signalled(config))
     return 0
 
 

@@ -41,24 +41,12 @@ def _worker_main(config: Config, index: int, ready) -> None:
     """One worker: a RouteServer on the shared port, no metrics endpoint of its own."""
     import asyncio
 
-    from service.grpc.server import RouteServer
+    from service.grpc.server import serve_until_signalled
 
     configure_logging(config.log_level)
     structlog.contextvars.bind_contextvars(worker=index)
     config.server = dataclasses.replace(config.server, metrics_port=None)
-
-    async def run() -> None:
-        server = RouteServer(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await server.start()
-        ready.set()
-        await stop.wait()
-        await server.stop()
-
-    asyncio.run(run())
+    asyncio.run(serve_until_signalled(config, on_ready=ready.set))
 
 
 def serve_workers(config: Config) -> int:

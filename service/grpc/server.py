@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import grpc
@@ -273,3 +275,18 @@ class RouteServer:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def serve_until_signalled(config: Config, on_ready: Callable[[], None] | None = None) -> None:
+    """Run a RouteServer until SIGTERM/SIGINT, then stop it gracefully; `on_ready` runs once
+    it serves (every router loaded and warm)."""
+    server = RouteServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if on_ready is not None:
+        on_ready()
+    await stop.wait()
+    await server.stop()
