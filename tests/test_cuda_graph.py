@@ -87,3 +87,25 @@ def test_on_cuda_scores_match_the_cpu_and_ignore_batch_neighbours(name: str, req
     assert np.abs(batched - cpu.score(PROMPTS)).mean() < 0.015
     one_by_one = np.array([gpu.score([p])[0] for p in PROMPTS])
     np.testing.assert_allclose(one_by_one, batched, atol=1e-3)
+
+
+def test_without_onnx_the_cuda_path_keeps_the_shipped_graph_and_says_why(mf_router, monkeypatch) -> None:
+    import builtins
+
+    from structlog.testing import capture_logs
+
+    from service.routers import session as session_module
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx":
+            raise ImportError("No module named 'onnx'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    path = mf_router.manifest.model_file
+    with capture_logs() as logs:
+        assert session_module._cuda_graph(path) == str(path)
+    warning = next(e for e in logs if e["event"] == "cuda_graph_not_rewritten")
+    assert warning["log_level"] == "warning" and "gpu extra" in warning["reason"]
