@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -83,7 +84,13 @@ class Batcher:
         self._executor = ThreadPoolExecutor(
             max_workers=len(self._runners), thread_name_prefix=f"batch-{name}"
         )
-        self._free: asyncio.Queue[int] | None = None  # indices of idle model instances
+        # batch slots: each instance runs one batch and has `queued_batches` more formed and
+        # waiting in its thread pool, so a model thread starts its next batch the moment it is
+        # done instead of waiting for the event loop to form and hand it over
+        self._free: asyncio.Queue[int] | None = None
+        self._idle_instances: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(self._runners)):
+            self._idle_instances.put(index)
         self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._closed = False
@@ -94,8 +101,8 @@ class Batcher:
     def start(self) -> None:
         if self._task is None:
             self._free = asyncio.Queue()
-            for index in range(len(self._runners)):
-                self._free.put_nowait(index)
+            for slot in range(len(self._runners) * (1 + self.queued_batches)):
+                self._free.put_nowait(slot)
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
             if self._metrics is not None:
                 self._metrics.max_batch_size.labels(self.name).set(self._cfg.max_batch_size)
@@ -104,6 +111,13 @@ class Batcher:
     @property
     def max_batch_size(self) -> int:
         return self._cfg.max_batch_size
+
+    @property
+    def queued_batches(self) -> int:
+        """Batches formed ahead per instance (see BatchingConfig.queued_batches)."""
+        if self._cfg.queued_batches is not None:
+            return self._cfg.queued_batches
+        return 1 if self._cfg.max_batch_size == 1 else 0
 
     @property
     def instances(self) -> int:
@@ -147,7 +161,7 @@ class Batcher:
         assert self._free is not None
         while True:
             await self._wakeup.wait()
-            instance = await self._free.get()  # wait for an idle model instance
+            instance = await self._free.get()  # wait for a free batch slot
             if self._cfg.max_wait_us and len(self._queue) < self._cfg.max_batch_size:
                 await asyncio.sleep(self._cfg.max_wait_us / 1e6)
             batch = self._take_batch()
@@ -219,7 +233,7 @@ class Batcher:
         texts = [item.text for item in batch]
         t0 = time.perf_counter()
         try:
-            rows = await loop.run_in_executor(self._executor, self._runners[instance], texts)
+            rows = await loop.run_in_executor(self._executor, self._run_on_idle_instance, texts)
             _check_rows(rows, len(texts))
         except Exception as exc:  # noqa: BLE001 - isolate the prompt that broke the batch
             log.warning("batch_failed_retrying_singly", model=self.name, size=len(batch), error=str(exc))
@@ -231,13 +245,21 @@ class Batcher:
                 item.batch_size = len(batch)
                 item.future.set_result(row)
 
+    def _run_on_idle_instance(self, texts: list[str]) -> np.ndarray:
+        """In a pool thread: as many threads as instances, so one is always idle here."""
+        index = self._idle_instances.get()
+        try:
+            return self._runners[index](texts)
+        finally:
+            self._idle_instances.put(index)
+
     async def _run_singly(self, batch: list[_Pending], instance: int) -> None:
         loop = asyncio.get_running_loop()
         for item in batch:
             if item.future.done():
                 continue
             try:
-                rows = await loop.run_in_executor(self._executor, self._runners[instance], [item.text])
+                rows = await loop.run_in_executor(self._executor, self._run_on_idle_instance, [item.text])
                 _check_rows(rows, 1)
             except Exception as exc:  # noqa: BLE001
                 item.future.set_exception(exc)

@@ -37,6 +37,10 @@ class BatchingConfig:
     # ratio of its own length: padding costs more than batching gains on CPU (see benchmarks/)
     max_padding_ratio: float = 1.3
     max_queue: int = 2048  # queued prompts per model before RESOURCE_EXHAUSTED
+    # batches formed ahead per model instance, so its thread starts the next one without
+    # waiting for the event loop (measured +7% req/s on 2 cores); null: 1 when the batch cap
+    # is 1 (nothing to gather), else 0, since a batch formed early gathers less company
+    queued_batches: int | None = None
     # time the model at startup and lower max_batch_size to the largest batch that is clearly
     # cheaper per prompt on this machine (1 on a small CPU, large on a GPU); see batch_probe
     probe_batch_size: bool = True
@@ -111,6 +115,9 @@ class Config:
         for key in ("max_batch_size", "max_batch_tokens", "max_queue"):
             if getattr(b, key) < 1:
                 raise ConfigError(f"batching.{key} must be >= 1")
+        q = b.queued_batches
+        if q is not None and (isinstance(q, bool) or not isinstance(q, int) or q < 0):
+            raise ConfigError(f"batching.queued_batches must be null or an integer >= 0, got {q!r}")
         if b.max_wait_us < 0:
             raise ConfigError("batching.max_wait_us must be >= 0")
         if b.max_padding_ratio < 1.0:

@@ -190,7 +190,10 @@ class RoutingEngine:
         cap = self.config.batching.max_batch_size
         if not self.config.batching.probe_batch_size or cap == 1:
             return cap
-        chosen, per_prompt = await asyncio.to_thread(probe_batch_cap, router.run_rows, cap)
+        ratio = self.config.batching.max_padding_ratio
+        chosen, per_prompt = await asyncio.to_thread(
+            probe_batch_cap, router.run_rows, cap, padding_ratio=ratio
+        )
         log.info(
             "batch_size_probed",
             model=router.manifest.name,
@@ -228,6 +231,7 @@ class RoutingEngine:
                     "pair": [s.strong, s.weak],
                     "default_threshold": s.default_threshold,
                     "max_batch_size": s.batcher.max_batch_size if s.batcher else None,
+                    "queued_batches": s.batcher.queued_batches if s.batcher else None,
                 }
                 for name, s in self._slots.items()
             },

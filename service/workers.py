@@ -19,6 +19,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 
 import structlog
 
@@ -28,7 +29,7 @@ from service.logging_setup import configure_logging
 log = structlog.get_logger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-READY_TIMEOUT_S = 600.0  # loading, warming and probing a model on a slow machine
+ORPHAN_CHECK_S = 0.5
 
 
 def free_port(host: str) -> int:
@@ -46,7 +47,21 @@ def _worker_main(config: Config, index: int, ready) -> None:
     configure_logging(config.log_level)
     structlog.contextvars.bind_contextvars(worker=index)
     config.server = dataclasses.replace(config.server, metrics_port=None)
+    _stop_when_orphaned(os.getppid())
     asyncio.run(serve_until_signalled(config, on_ready=ready.set))
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its workers: each
+    one watches its parent and stops itself gracefully, so no orphan keeps the port."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        log.warning("supervisor_gone_stopping", parent=parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def serve_workers(config: Config) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from service.batch_probe import probe_batch_cap
+from service.batch_probe import probe_batch_cap, probe_prompts
 
 
 def sleeper(fixed_ms: float, per_prompt_ms: float, growth: float = 0.0):
@@ -38,3 +38,22 @@ def test_the_cap_is_never_exceeded() -> None:
     run, calls = sleeper(fixed_ms=2.0, per_prompt_ms=0.01)
     chosen, _ = probe_batch_cap(run, cap=6, prompts_per_size=4, repeats=1)
     assert chosen == 4 and max(calls) <= 6
+
+
+def test_probe_batches_spread_their_lengths_over_the_padding_ratio() -> None:
+    batch = probe_prompts(8, padding_ratio=1.3)
+    words = [len(p.split()) for p in batch]
+    assert words == sorted(words) and len(set(words)) > 4
+    assert 1.25 <= words[-1] / words[0] <= 1.31
+    assert len(probe_prompts(1, 1.3)) == 1
+
+
+def test_a_model_that_pays_for_padding_stays_unbatched() -> None:
+    # batches are 15% cheaper per token, but a batch pays for its longest prompt: with the
+    # lengths spread over the padding ratio that gain is gone (with equal lengths it would not be)
+    def run(batch: list[str]) -> None:
+        longest = max(len(p.split()) for p in batch)
+        time.sleep(0.1 * longest * len(batch) * (0.85 if len(batch) > 1 else 1.0) / 1000)
+
+    chosen, _ = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=2, padding_ratio=1.3)
+    assert chosen == 1

@@ -94,7 +94,7 @@ def test_full_queue_is_refused_at_once() -> None:
     async def main():
         model = Model()
         model.gate.clear()
-        batcher = make(model, max_queue=3, max_batch_size=1)
+        batcher = make(model, max_queue=3, max_batch_size=1, queued_batches=0)
         running = asyncio.create_task(batcher.submit("running"))
         await asyncio.sleep(0.05)
         queued = [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(3)]
@@ -239,3 +239,33 @@ def test_a_failing_instance_fails_only_its_own_prompts() -> None:
     assert served and all(row[0] == 2 for row, _ in served)
     assert all("instance down" in str(e) for e in failed)
     assert len(failed) + len(served) == 8
+
+
+def test_with_a_batch_cap_of_1_the_next_batch_is_formed_while_one_runs() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model, max_batch_size=1)  # queued_batches unset: 1 at this cap
+        assert batcher.queued_batches == 1
+        running = asyncio.create_task(batcher.submit("a"))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(batcher.submit(t)) for t in ("b", "c")]
+        await asyncio.sleep(0.05)
+        # "b" already waits in the model's thread pool; "c" waits for a slot
+        assert batcher.depth == 1
+        model.gate.set()
+        results = await asyncio.gather(running, *rest)
+        await batcher.close(5)
+        return model, results
+
+    model, results = run(main())
+    assert model.batches == [["a"], ["b"], ["c"]]
+    assert [float(row[0]) for row, _ in results] == [float(len(t)) for t in ("a", "b", "c")]
+
+
+def test_larger_caps_form_batches_only_when_an_instance_is_free() -> None:
+    def queued(**cfg) -> int:
+        return Batcher("m", Model(), estimate_tokens(128), BatchingConfig(**cfg)).queued_batches
+
+    assert queued(max_batch_size=8) == 0
+    assert queued(max_batch_size=8, queued_batches=2) == 2

@@ -133,3 +133,27 @@ def test_a_dead_worker_stops_the_service_with_exit_code_1(workers) -> None:
         pytest.raises(grpc.FutureTimeoutError),
     ):
         grpc.channel_ready_future(channel).result(timeout=2)
+
+
+def test_workers_stop_themselves_when_the_supervisor_is_killed(workers) -> None:
+    ready = workers.wait_for("workers_ready")
+    workers.proc.kill()  # SIGKILL: the supervisor gets no chance to stop them
+    workers.proc.wait(30)
+    deadline = time.monotonic() + 60
+    alive = set(ready["pids"])
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}") and not _zombie(pid)}
+        time.sleep(0.2)
+    assert not alive, f"orphaned workers {alive} still running"
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{workers.port}") as channel,
+        pytest.raises(grpc.FutureTimeoutError),
+    ):
+        grpc.channel_ready_future(channel).result(timeout=2)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
