@@ -10,6 +10,10 @@
   up to that many batches run at once, one per free instance: on a small CPU two
   single-threaded sessions serve about 1.4x the prompts of one two-threaded session (see
   benchmarks/), because a 60-token prompt is too small to split well across threads.
+- `queued_batches` more batches per instance may be formed ahead and wait in the thread pool,
+  so a model thread starts its next batch without an event-loop round trip (the default, 1
+  where the batch cap is 1; with larger caps a batch formed early would gather less company).
+  Prompts in a formed batch are past the deadline and cancellation checks.
 - The queue is bounded: past it, submit fails at once with QueueFullError.
 - Prompts whose caller went away (cancelled) or whose deadline passed are dropped before a run.
 - If a run fails, its prompts are retried one by one, so one bad prompt fails alone.
@@ -161,22 +165,22 @@ class Batcher:
         assert self._free is not None
         while True:
             await self._wakeup.wait()
-            instance = await self._free.get()  # wait for a free batch slot
+            slot = await self._free.get()  # wait for a free batch slot
             if self._cfg.max_wait_us and len(self._queue) < self._cfg.max_batch_size:
                 await asyncio.sleep(self._cfg.max_wait_us / 1e6)
             batch = self._take_batch()
             if batch:
-                task = asyncio.get_running_loop().create_task(self._run_guarded(batch, instance))
+                task = asyncio.get_running_loop().create_task(self._run_guarded(batch, slot))
                 self._running.add(task)
             else:
-                self._free.put_nowait(instance)
+                self._free.put_nowait(slot)
             if not self._queue:
                 self._wakeup.clear()
                 self._maybe_idle()
 
-    async def _run_guarded(self, batch: list[_Pending], instance: int) -> None:
+    async def _run_guarded(self, batch: list[_Pending], slot: int) -> None:
         try:
-            await self._run(batch, instance)
+            await self._run(batch)
         except Exception as exc:  # noqa: BLE001 - never let one batch stop the worker
             log.error("batch_crashed", model=self.name, size=len(batch), error=repr(exc))
             for item in batch:
@@ -185,7 +189,7 @@ class Batcher:
         finally:
             assert self._free is not None
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
-            self._free.put_nowait(instance)
+            self._free.put_nowait(slot)
             self._maybe_idle()
 
     def _maybe_idle(self) -> None:
@@ -227,7 +231,7 @@ class Batcher:
         self._gauge()
         return chosen
 
-    async def _run(self, batch: list[_Pending], instance: int) -> None:
+    async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         texts = [item.text for item in batch]
@@ -237,7 +241,7 @@ class Batcher:
             _check_rows(rows, len(texts))
         except Exception as exc:  # noqa: BLE001 - isolate the prompt that broke the batch
             log.warning("batch_failed_retrying_singly", model=self.name, size=len(batch), error=str(exc))
-            await self._run_singly(batch, instance)
+            await self._run_singly(batch)
             return
         self._observe(batch, started, time.perf_counter() - t0)
         for item, row in zip(batch, rows, strict=True):
@@ -253,7 +257,7 @@ class Batcher:
         finally:
             self._idle_instances.put(index)
 
-    async def _run_singly(self, batch: list[_Pending], instance: int) -> None:
+    async def _run_singly(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         for item in batch:
             if item.future.done():

@@ -68,6 +68,10 @@ def serve_workers(config: Config) -> int:
     """Run config.server.workers workers until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a
     worker failed."""
     workers = config.server.workers
+    # metrics port 0 picks a free port only where the gRPC port is 0 too (tests), as in one process
+    metrics_enabled = config.server.metrics_port is not None and (
+        config.server.metrics_port != 0 or config.server.port == 0
+    )
     if config.server.port == 0:  # every worker must bind the same port: choose it here
         config.server = dataclasses.replace(config.server, port=free_port(config.server.host))
     metrics_dir = tempfile.mkdtemp(prefix="lmroute-metrics-")
@@ -93,7 +97,7 @@ def serve_workers(config: Config) -> int:
                 if stopping.is_set() or not processes[index].is_alive():
                     failed = not stopping.is_set()
                     raise _Stop
-        http = _start_metrics(config, metrics_dir)
+        http = _start_metrics(config, metrics_dir) if metrics_enabled else None
         log.info(
             "workers_ready",
             workers=workers,
@@ -126,8 +130,6 @@ class _Stop(Exception):
 
 
 def _start_metrics(config: Config, metrics_dir: str):
-    if config.server.metrics_port is None:
-        return None
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
