@@ -127,6 +127,7 @@ def serve_args(
     probe: bool = True,
     config: Path = ROOT / "config.example.yaml",
     workers: int = 1,
+    cache: bool = False,
 ) -> list[str]:
     """`python -m service.cli serve` arguments for a benchmark: loopback, the example config,
     the cache off (every request runs the model), warnings-only logs."""
@@ -140,7 +141,7 @@ def serve_args(
         args += ["--no-batch-probe"]
     if workers > 1:
         args += ["--workers", str(workers)]
-    return args + ["--cache-size", "0", "--log-level", "warning"]
+    return args + ([] if cache else ["--cache-size", "0"]) + ["--log-level", "warning"]
 
 
 def python_path() -> str:
@@ -164,13 +165,22 @@ class Server:
         probe: bool = True,
         config: Path = ROOT / "config.example.yaml",
         workers: int = 1,
+        cache: bool = False,
     ) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 *serve_args(
-                    router, self.port, self.metrics_port, max_batch_size, instances, probe, config, workers
+                    router,
+                    self.port,
+                    self.metrics_port,
+                    max_batch_size,
+                    instances,
+                    probe,
+                    config,
+                    workers,
+                    cache,
                 ),
             ],
             stdout=subprocess.DEVNULL,
@@ -222,7 +232,11 @@ class Server:
             .read()
             .decode()
         )
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0] == name)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.split("{")[0].split(" ")[0] == name
+        )
 
     def batch_stats(self) -> tuple[float, float]:
         return self.metric("lmroute_batch_size_sum"), self.metric("lmroute_batch_size_count")
@@ -232,10 +246,13 @@ class Server:
         self.proc.wait(60)
 
 
-async def timed_route(stub, router: str, prompts: list[str], i: int, since: float) -> float | None:
+async def timed_route(
+    stub, router: str, prompts: list[str], i: int, since: float, unique: bool = True
+) -> float | None:
     """Route the i-th request; its latency from `since` in seconds, or None on an RPC error.
-    A unique suffix defeats any cache; the text stays a bench-mix prompt."""
-    request = pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router)
+    `unique`: a suffix defeats any cache; the text stays a bench-mix prompt."""
+    text = prompts[i % len(prompts)]
+    request = pb.RouteRequest(prompt=f"{text} #{i}" if unique else text, router=router)
     try:
         await stub.Route(request, timeout=30)
     except grpc.aio.AioRpcError:
@@ -243,7 +260,9 @@ async def timed_route(stub, router: str, prompts: list[str], i: int, since: floa
     return time.perf_counter() - since
 
 
-async def closed_loop(port: int, router: str, prompts: list[str], concurrency: int, seconds: float) -> dict:
+async def closed_loop(
+    port: int, router: str, prompts: list[str], concurrency: int, seconds: float, unique: bool = True
+) -> dict:
     latencies: list[float] = []
     errors = 0
     counter = iter(range(10**9))
@@ -254,7 +273,7 @@ async def closed_loop(port: int, router: str, prompts: list[str], concurrency: i
         async def worker():
             nonlocal errors
             while time.perf_counter() < deadline:
-                latency = await timed_route(stub, router, prompts, next(counter), time.perf_counter())
+                latency = await timed_route(stub, router, prompts, next(counter), time.perf_counter(), unique)
                 if latency is None:
                     errors += 1
                 else:
@@ -359,6 +378,30 @@ def measure(
     return rows
 
 
+def measure_cache_hits(router: str, prompts: list[str], seconds: float) -> dict:
+    """The service with its decision cache on and every prompt already seen: what the
+    gRPC/Python path serves when the model costs nothing (not a model figure)."""
+    server = Server(router, 64, cache=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            for text in prompts:  # warm: one miss each
+                stub.Route(pb.RouteRequest(prompt=text, router=router), timeout=30)
+        hits0 = server.metric("lmroute_cache_hits_total")
+        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+        row = asyncio.run(closed_loop(server.port, router, prompts, 32, seconds, unique=False))
+        row["server_cpu_cores"] = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+        row["cache_hits"] = server.metric("lmroute_cache_hits_total") - hits0
+        print(
+            f"  cache warm, c=32: {row['req_per_s']:7.1f} req/s  p50 {row['p50_ms']:6.2f} ms"
+            f"  p99 {row['p99_ms']:6.2f} ms  hits {row['cache_hits']:.0f} of {row['requests']}",
+            flush=True,
+        )
+    finally:
+        server.stop()
+    return row
+
+
 def measure_open_loop(router: str, prompts: list[str], rates: list[float], seconds: float) -> list[dict]:
     server = Server(router, 64)
     rows = []
@@ -445,6 +488,13 @@ def to_markdown(report: dict) -> str:
             f"- one instance per core / a single instance at concurrency 32: "
             f"{ratios['instances_gain_c32']:.2f}x req/s"
         )
+    cached = report.get("cache_warm")
+    if cached:
+        lines.append(
+            f"- with the decision cache warm (every prompt seen before; the model does not run), "
+            f"concurrency 32: {cached['req_per_s']:.0f} req/s, p50 {cached['p50_ms']:.2f} ms, "
+            f"p99 {cached['p99_ms']:.2f} ms: the gRPC and Python path's own ceiling here"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -487,6 +537,8 @@ def main(argv=None) -> int:
     print(f"service, open loop (fractions of {saturation:.0f} req/s):", flush=True)
     rates = [f * saturation for f in args.open_loop]
     open_rows = measure_open_loop(args.router, prompts, rates, args.seconds)
+    print("service, decision cache warm (every prompt seen before):", flush=True)
+    cached = measure_cache_hits(args.router, prompts[:500], args.seconds)
     on32 = next(r for r in forced if r["concurrency"] == 32)
     off32 = next(r for r in off if r["concurrency"] == 32)
     report = {
@@ -500,6 +552,7 @@ def main(argv=None) -> int:
         "batching_off": off,
         "one_instance": one,
         "open_loop": open_rows,
+        "cache_warm": cached,
         "ratios": {
             "efficiency": max(r["req_per_s"] for r in service) / ceiling,
             "ceiling_before_after": [raw["best"], raw_after["best"]],
