@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ORPHAN_CHECK_S = 0.5
+START_FAILED = 2  # the exit code of `lmroute serve` for a bad configuration or artifact
 
 
 def free_port(host: str) -> int:
@@ -42,13 +44,18 @@ def _worker_main(config: Config, index: int, ready) -> None:
     """One worker: a RouteServer on the shared port, no metrics endpoint of its own."""
     import asyncio
 
+    from service.errors import LmrouteError
     from service.grpc.server import serve_until_signalled
 
     configure_logging(config.log_level)
     structlog.contextvars.bind_contextvars(worker=index)
     config.server = dataclasses.replace(config.server, metrics_port=None)
     _stop_when_orphaned(os.getppid())
-    asyncio.run(serve_until_signalled(config, on_ready=ready.set))
+    try:
+        asyncio.run(serve_until_signalled(config, on_ready=ready.set))
+    except LmrouteError as exc:  # e.g. a missing artifact: one line, as `serve` prints alone
+        print(f"lmroute: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(START_FAILED)
 
 
 def _stop_when_orphaned(parent: int) -> None:
@@ -65,8 +72,8 @@ def _stop_when_orphaned(parent: int) -> None:
 
 
 def serve_workers(config: Config) -> int:
-    """Run config.server.workers workers until SIGTERM/SIGINT; 0 after a graceful stop, 1 if a
-    worker failed."""
+    """Run config.server.workers workers until SIGTERM/SIGINT; 0 after a graceful stop, 2 if a
+    worker could not start (bad configuration or artifact), 1 if a worker died."""
     workers = config.server.workers
     # metrics port 0 picks a free port only where the gRPC port is 0 too (tests), as in one process
     metrics_enabled = config.server.metrics_port is not None and (
@@ -90,12 +97,16 @@ def serve_workers(config: Config) -> int:
         processes.append(proc)
         readies.append(ready)
     http = None
-    failed = False
+    failed = 0  # the exit code when something failed
     try:
         for index, ready in enumerate(readies):
             while not ready.wait(0.2):
-                if stopping.is_set() or not processes[index].is_alive():
-                    failed = not stopping.is_set()
+                if stopping.is_set():
+                    raise _Stop
+                if not processes[index].is_alive():
+                    code = processes[index].exitcode
+                    log.error("worker_failed_to_start", worker=index, exit_code=code)
+                    failed = START_FAILED if code == START_FAILED else 1
                     raise _Stop
         http = _start_metrics(config, metrics_dir) if metrics_enabled else None
         log.info(
@@ -109,7 +120,7 @@ def serve_workers(config: Config) -> int:
             dead = [p for p in processes if not p.is_alive()]
             if dead:
                 log.error("worker_died", pids=[p.pid for p in dead], exit_codes=[p.exitcode for p in dead])
-                failed = True
+                failed = 1
                 break
     except _Stop:
         pass
@@ -120,7 +131,7 @@ def serve_workers(config: Config) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if failed:
         log.error("workers_stopped_after_failure")
-        return 1
+        return failed
     log.info("workers_stopped")
     return 0
 
