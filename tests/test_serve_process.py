@@ -11,6 +11,7 @@ import time
 
 import grpc
 import onnxruntime
+import pytest
 
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
@@ -93,17 +94,21 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     assert "4111" not in out and "4111" not in err  # never the prompt text
 
 
-def test_a_missing_artifact_stops_serve_with_one_clear_line(tmp_path) -> None:
-    port = free_port()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_missing_artifact_stops_serve_with_one_clear_line(tmp_path, workers: int) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--routers", "mf"]
-        + ["--models-dir", str(tmp_path / "nowhere"), "--host", "127.0.0.1", "--port", str(port)]
+        [sys.executable, "-m", "service.cli", "serve", "--routers", "mf", "--workers", str(workers)]
+        + ["--models-dir", str(tmp_path / "nowhere"), "--host", "127.0.0.1", "--port", str(free_port())]
         + ["--metrics-port", str(free_port())],
         env=subprocess_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert proc.returncode == 2
-    assert "no router manifest here" in proc.stderr and "nowhere" in proc.stderr
+    assert "lmroute: error:" in proc.stderr and "no router manifest here" in proc.stderr
+    assert "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    if workers > 1:  # the supervisor says which worker failed
+        events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert "worker_failed_to_start" in [e["event"] for e in events]

@@ -157,20 +157,3 @@ def _zombie(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
-
-
-def test_a_worker_that_cannot_load_its_router_stops_serve_with_one_clear_line(tmp_path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--routers", "mf", "--workers", "2"]
-        + ["--models-dir", str(tmp_path / "nowhere"), "--host", "127.0.0.1"]
-        + ["--port", str(free_port()), "--metrics-port", str(free_port())],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 2
-    assert "lmroute: error:" in proc.stderr and "no router manifest here" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert "worker_failed_to_start" in [e["event"] for e in events]

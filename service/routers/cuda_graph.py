@@ -34,12 +34,13 @@ def rewrite_qlinear_matmuls(model) -> int:
     from onnx import helper
 
     graph = model.graph
+    original = list(graph.node)  # positions, not protobuf wrappers, identify nodes below
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers = defaultdict(list)
-    for node in graph.node:
+    producer = {out: node for node in original for out in node.output}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for position, node in enumerate(original):
         for name in node.input:
-            consumers[name].append(node)
+            consumers[name].append(position)
 
     def float_input(value: str, scale: str, zero: str, base: str, out: list) -> str:
         source = producer.get(value)
@@ -53,10 +54,9 @@ def rewrite_qlinear_matmuls(model) -> int:
         out.append(helper.make_node("DequantizeLinear", [value, scale, zero], [name], name=name, **attrs))
         return name
 
-    replaced: dict[int, list] = {}  # id(original node) -> nodes in its place
-    dropped: set[int] = set()
-    count = 0
-    for node in graph.node:
+    replaced: dict[int, list] = {}  # position of a QLinearMatMul -> the nodes in its place
+    dropped: set[int] = set()  # positions of the DequantizeLinear nodes the MatMul replaces
+    for position, node in enumerate(original):
         if node.op_type != "QLinearMatMul":
             continue
         a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.input
@@ -67,11 +67,11 @@ def rewrite_qlinear_matmuls(model) -> int:
             float_input(b, b_scale, b_zero, f"{base}/b", new),
         ]
         users = consumers[node.output[0]]
-        dequantizers = [u for u in users if u.op_type == "DequantizeLinear"]
-        product = dequantizers[0].output[0] if len(dequantizers) == 1 else f"{base}/float"
+        dequantizers = [u for u in users if original[u].op_type == "DequantizeLinear"]
+        product = original[dequantizers[0]].output[0] if len(dequantizers) == 1 else f"{base}/float"
         new.append(helper.make_node("MatMul", operands, [product], name=f"{base}/matmul"))
         if len(dequantizers) == 1:
-            dropped.add(id(dequantizers[0]))
+            dropped.add(dequantizers[0])
         if len(users) != len(dequantizers) or len(dequantizers) > 1:
             # other readers of the int8 output: requantize it for them
             new.append(
@@ -79,20 +79,18 @@ def rewrite_qlinear_matmuls(model) -> int:
                     "QuantizeLinear", [product, y_scale, y_zero], [node.output[0]], name=f"{base}/q"
                 )
             )
-        replaced[id(node)] = new
-        count += 1
+        replaced[position] = new
     nodes = []
-    for node in graph.node:
-        if id(node) in dropped:
-            continue
-        nodes.extend(replaced.get(id(node), [node]))
+    for position, node in enumerate(original):
+        if position not in dropped:
+            nodes.extend(replaced.get(position, [node]))
     del graph.node[:]
     graph.node.extend(_without_dead_nodes(nodes, {o.name for o in graph.output}))
     read = {name for node in graph.node for name in node.input}
     unused = [init for init in graph.initializer if init.name not in read]  # activation scales
     for init in unused:
         graph.initializer.remove(init)
-    return count
+    return len(replaced)
 
 
 def _without_dead_nodes(nodes: list, outputs: set[str]) -> list:
