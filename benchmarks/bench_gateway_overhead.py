@@ -9,14 +9,12 @@ before the backend call (lmroute_gateway_overhead_seconds); its mean is included
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import time
 import urllib.request
-from pathlib import Path
 
-from benchmarks.bench_service import RESULTS, ROOT, bench_mix, free_port, machine, write_results
+from benchmarks.bench_service import RESULTS, bench_mix, bench_parser, free_port, machine, write_results
 from benchmarks.bench_service import closed_loop as grpc_loop
 from benchmarks.bench_vs_routellm import closed_loop as http_loop
 from benchmarks.bench_vs_routellm import start_gateway, start_router, start_stub_backend, stop, wait_http
@@ -35,9 +33,7 @@ def gateway_overhead_mean(port: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_gateway_overhead", description=__doc__)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
-    p.add_argument("--seconds", type=float, default=8.0)
+    p = bench_parser("bench_gateway_overhead", __doc__, seconds=8.0)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     args = p.parse_args(argv)
     prompts = bench_mix(args.data, 1000)

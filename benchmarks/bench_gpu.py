@@ -13,18 +13,16 @@ Writes benchmarks/results/gpu_<router>.{json,md}. Needs onnxruntime-gpu (the `gp
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing as mp
 import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import onnxruntime
 
-from benchmarks.bench_service import ROOT, Server, bench_mix, machine, summarize, write_results
+from benchmarks.bench_service import ROOT, Server, bench_mix, bench_parser, machine, summarize, write_results
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
 from service.routers import SessionOptions, load_router
@@ -242,11 +240,9 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_gpu", description=__doc__)
+    p = bench_parser("bench_gpu", __doc__, seconds=8.0)
     p.add_argument("--router", default="mf", choices=["mf", "bert"])
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     p.add_argument("--prompts", type=int, default=4000)
-    p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32, 128, 256, 512, 1024])
     p.add_argument(
         "--layouts",

@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +32,18 @@ from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
 from service.routers import SessionOptions, load_router
 from service.routers.session import cpu_cores
+from service.workers import free_port  # noqa: F401 - the benchmarks import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def bench_parser(module: str, doc: str | None, seconds: float) -> argparse.ArgumentParser:
+    """What every benchmark takes: the eval folder (the bench mix) and seconds per point."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=doc)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
+    p.add_argument("--seconds", type=float, default=seconds)
+    return p
 
 
 def bench_mix(data: Path, n: int, seed: int = 0) -> list[str]:
@@ -110,12 +118,6 @@ def raw_ceiling(router_name: str, prompts: list[str], batch_sizes: list[int], in
         "single_prompt_ms_all_cores": single_ms(one),
         "instances": instances,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_args(
@@ -499,11 +501,9 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_service", description=__doc__)
+    p = bench_parser("bench_service", __doc__, seconds=10.0)
     p.add_argument("--router", default="mf", choices=["mf", "bert"])
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     p.add_argument("--prompts", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument(
         "--open-loop",

@@ -13,7 +13,6 @@ Writes benchmarks/results/vs_routellm.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -29,6 +28,7 @@ from benchmarks.bench_service import (
     RESULTS,
     ROOT,
     bench_mix,
+    bench_parser,
     free_port,
     machine,
     python_path,
@@ -180,10 +180,8 @@ def run_lmroute(prompts, concurrencies, seconds, tmp: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_vs_routellm", description=__doc__)
+    p = bench_parser("bench_vs_routellm", __doc__, seconds=10.0)
     p.add_argument("--weights", type=Path, default=ROOT / ".cache" / "export" / "bert_hf")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
-    p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = p.parse_args(argv)
     if not (args.weights / "head.pt").is_file():

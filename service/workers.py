@@ -34,7 +34,9 @@ ORPHAN_CHECK_S = 0.5
 START_FAILED = 2  # the exit code of `lmroute serve` for a bad configuration or artifact
 
 
-def free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it); for `serve --workers` with port 0,
+    and for benchmarks and tests that start servers."""
     with socket.socket() as s:
         s.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
         return s.getsockname()[1]

@@ -4,7 +4,6 @@ real backend HTTP processes playing strong and weak."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -12,6 +11,7 @@ import openai
 import pytest
 
 from service.routers import load_router
+from service.workers import free_port
 from tests.conftest import MODELS
 from tests.gateway_harness import (
     STRONG_MODEL,
@@ -263,9 +263,7 @@ def test_a_killed_backend_fails_over_then_the_other_tier_answers(router_service,
 
 
 def test_router_service_down_uses_the_fallback_tier(backends) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens here once closed
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     live = LiveGateway(gateway_config(dead, [backends["strong"]], [backends["weak"]]))
     try:
         raw = client(live).chat.completions.with_raw_response.create(model="router-mf-1.0", messages=MESSAGES)

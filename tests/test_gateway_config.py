@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from service.config import ConfigError
 from service.gateway.backends import TierPool
 from service.gateway.config import EndpointConfig, TierConfig, load_gateway_config
+from service.workers import free_port
 from tests.conftest import ROOT, subprocess_env
 from tests.gateway_harness import Backend
 
@@ -50,9 +50,7 @@ def test_least_in_flight_and_cool_down() -> None:
 
 def test_lmroute_gateway_quick_start_process(tmp_path) -> None:
     strong, weak = Backend("strong-q", tmp_path), Backend("weak-q", tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
+from service.workers import free_port
 from tests.conftest import ROOT
 from tests.service_harness import LiveServer, service_config
 
@@ -23,12 +23,6 @@ RULES = ROOT / "deploy" / "prometheus" / "rules" / "lmroute.rules.yml"
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="needs the prometheus binary (apt-get install prometheus)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def query(port: int, expr: str) -> dict[str, float]:

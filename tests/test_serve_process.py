@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import pytest
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
 from service.routers.session import cpu_cores
+from service.workers import free_port
 from tests.conftest import ROOT, subprocess_env
 
 SECRET = "my card number is 4111-1111-1111-1111"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> None:

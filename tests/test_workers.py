@@ -18,8 +18,8 @@ import pytest
 
 from service.grpc.gen.lmroute.v1 import router_pb2 as pb
 from service.grpc.gen.lmroute.v1 import router_pb2_grpc
+from service.workers import free_port
 from tests.conftest import ROOT, subprocess_env
-from tests.test_serve_process import free_port
 
 pytestmark = pytest.mark.slow
 
