@@ -27,6 +27,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from export.graph_simplify import simplify_graph
+
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask")
 
@@ -128,12 +130,14 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[tuple[np.ndarray, 
     )
     model = onnx.load(str(tmp))
     converted = _weight_only_int8(model, set(ffn_down))
+    simplified = simplify_graph(model)
     onnx.save(model, str(dst))
     tmp.unlink()
     return {
         "method": "static int8 (QOperator, per-channel weights, MinMax-calibrated activations)",
         "fp32_attention_matmuls": len(act_act),
         "weight_only_int8_matmuls": converted,
+        "graph_simplified": simplified,
     }
 
 
