@@ -241,7 +241,7 @@ def to_markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     p = bench_parser("bench_gpu", __doc__, seconds=8.0)
-    p.add_argument("--router", default="mf", choices=["mf", "bert"])
+    p.add_argument("--router", default="mf", choices=["mf", "bert", "mf-fast"])
     p.add_argument("--prompts", type=int, default=4000)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32, 128, 256, 512, 1024])
     p.add_argument(

@@ -404,6 +404,68 @@ def measure_cache_hits(router: str, prompts: list[str], seconds: float) -> dict:
     return row
 
 
+async def closed_loop_batches(
+    port: int, router: str, prompts: list[str], concurrency: int, batch: int, seconds: float
+) -> dict:
+    """`concurrency` callers, each sending RouteBatch RPCs of `batch` prompts back to back (a
+    sidecar or a batch job routing many prompts at once); latency is per RPC."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+
+        async def worker():
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                ids = [next(counter) for _ in range(batch)]
+                requests = [
+                    pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router) for i in ids
+                ]
+                started = time.perf_counter()
+                try:
+                    await stub.RouteBatch(pb.RouteBatchRequest(requests=requests), timeout=60)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    row = summarize(latencies, errors, elapsed, concurrency)
+    row["batch"] = batch
+    row["routes_per_s"] = row["req_per_s"] * batch
+    return row
+
+
+def measure_route_batch(
+    router: str, prompts: list[str], layouts: list[tuple[int, int]], seconds: float
+) -> list[dict]:
+    """RouteBatch throughput in routes/s for (callers, prompts per RPC) layouts."""
+    server = Server(router, 64)
+    rows = []
+    try:
+        for concurrency, batch in layouts:
+            s0, n0 = server.batch_stats()
+            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+            row = asyncio.run(closed_loop_batches(server.port, router, prompts, concurrency, batch, seconds))
+            s1, n1 = server.batch_stats()
+            row["mean_batch"] = (s1 - s0) / max(n1 - n0, 1)
+            row["server_cpu_cores"] = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+            rows.append(row)
+            print(
+                f"  RouteBatch of {batch} x {concurrency} callers: {row['routes_per_s']:7.1f} routes/s"
+                f"  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms per RPC"
+                f"  mean model batch {row['mean_batch']:5.1f}  errors {row['errors']}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return rows
+
+
 def measure_open_loop(router: str, prompts: list[str], rates: list[float], seconds: float) -> list[dict]:
     server = Server(router, 64)
     rows = []
@@ -474,6 +536,19 @@ def to_markdown(report: dict) -> str:
                 f"| {r['offered_per_s']:.0f} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} | "
                 f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
             )
+    if report.get("route_batch"):
+        lines += [
+            "",
+            "RouteBatch (callers sending many prompts per RPC; latency per RPC):",
+            "",
+            "| callers | prompts per RPC | routes/s | p50 ms | p99 ms | mean model batch | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in report["route_batch"]:
+            lines.append(
+                f"| {r['concurrency']} | {r['batch']} | {r['routes_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
+            )
     ratios = report["ratios"]
     lines += [
         "",
@@ -502,7 +577,7 @@ def to_markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     p = bench_parser("bench_service", __doc__, seconds=10.0)
-    p.add_argument("--router", default="mf", choices=["mf", "bert"])
+    p.add_argument("--router", default="mf", choices=["mf", "bert", "mf-fast"])
     p.add_argument("--prompts", type=int, default=1000)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument(
@@ -537,6 +612,8 @@ def main(argv=None) -> int:
     print(f"service, open loop (fractions of {saturation:.0f} req/s):", flush=True)
     rates = [f * saturation for f in args.open_loop]
     open_rows = measure_open_loop(args.router, prompts, rates, args.seconds)
+    print("service, RouteBatch (many prompts per RPC):", flush=True)
+    batched = measure_route_batch(args.router, prompts, [(4, 16), (4, 64)], args.seconds)
     print("service, decision cache warm (every prompt seen before):", flush=True)
     cached = measure_cache_hits(args.router, prompts[:500], args.seconds)
     on32 = next(r for r in forced if r["concurrency"] == 32)
@@ -552,6 +629,7 @@ def main(argv=None) -> int:
         "batching_off": off,
         "one_instance": one,
         "open_loop": open_rows,
+        "route_batch": batched,
         "cache_warm": cached,
         "ratios": {
             "efficiency": max(r["req_per_s"] for r in service) / ceiling,

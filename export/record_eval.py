@@ -1,6 +1,6 @@
 """Copy `lmroute eval` figures into the shipped manifests (reporting only).
 
-lmroute eval --routers random mf bert --benchmark all --output eval_results
+lmroute eval --routers random mf bert mf-fast --benchmark all --output eval_results
 python -m export.record_eval --results eval_results/results.json
 """
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models_onnx"))
     args = p.parse_args(argv)
     results = json.loads(args.results.read_text())["results"]
-    for router in ("mf", "bert"):
+    for router in sorted({r["router"] for r in results} - {"random"}):
         manifest = load_manifest(args.models_dir / router)
         figures = {}
         for r in results:
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                 "cpt50": round(r["cpt50"], 2),
                 "cpt80": round(r["cpt80"], 2),
                 "n_prompts": r["n_prompts"],
-                "paper_apgr": PAPER[router].get(r["benchmark"]),
+                "paper_apgr": PAPER.get(router, {}).get(r["benchmark"]),
             }
         figures["artifact_hash"] = manifest.artifact_hash
         figures["procedure"] = "lmroute eval (RouteLLM procedure, ../shared/data/README.md)"

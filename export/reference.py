@@ -20,7 +20,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 def write_reference(models_dir: Path, fixtures: Path = FIXTURES) -> Path:
     prompts = json.loads((fixtures / "reference_prompts.json").read_text(encoding="utf-8"))
     out: dict = {}
-    for name in ("mf", "bert"):
+    for name in ("mf", "bert", "mf-fast"):
+        if not (models_dir / name).is_dir():
+            continue
         router = load_router(name, models_dir / name)
         out[name] = {
             "artifact_hash": router.artifact_hash,

@@ -42,3 +42,8 @@ def mf_router() -> MFRouter:
 @pytest.fixture(scope="session")
 def bert_router() -> BertRouter:
     return load_router("bert", MODELS / "bert", session_options=CPU_ONLY)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def mf_fast_router() -> MFRouter:
+    return load_router("mf-fast", MODELS / "mf-fast", session_options=CPU_ONLY)  # type: ignore[return-value]

@@ -64,7 +64,7 @@ def test_calibrate_rejects_a_share_outside_the_open_interval(pct: str) -> None:
 def test_unknown_router_lists_the_available_ones() -> None:
     result = lmroute("calibrate", "--routers", "nope", "--strong-model-pct", "0.5")
     assert result.returncode == 2
-    assert "unknown router 'nope'" in result.stderr and "bert, mf, random" in result.stderr
+    assert "unknown router 'nope'" in result.stderr and "bert, mf, mf-fast, random" in result.stderr
 
 
 def test_bad_prompts_file_is_a_clear_error(tmp_path: Path) -> None:

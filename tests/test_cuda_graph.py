@@ -39,9 +39,9 @@ def scores_with(router, session: ort.InferenceSession, prompts: list[str], batch
         router.sessions[0] = kept
 
 
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_rewrite_runs_float_activations_over_the_same_int8_weights(name: str, request) -> None:
-    router = request.getfixturevalue(f"{name}_router")
+    router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     path = router.manifest.model_file
     original = onnx.load(str(path))
     assert needs_rewrite(original)
@@ -77,9 +77,9 @@ def test_a_graph_without_static_int8_is_left_alone(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs onnxruntime-gpu and a GPU")
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_on_cuda_scores_match_the_cpu_and_ignore_batch_neighbours(name: str, request) -> None:
-    cpu = request.getfixturevalue(f"{name}_router")
+    cpu = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     gpu = load_router(name, session_options=SessionOptions(providers=(CUDA, "CPUExecutionProvider")))
     assert gpu.provider == CUDA
     batched = gpu.score(PROMPTS)

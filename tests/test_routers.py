@@ -14,6 +14,7 @@ from service.routers.session import MAX_AUTO_INSTANCES, cpu_cores, plan_instance
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
+TRAIN_DATA = ROOT.parent / "shared" / "data" / "train"
 EDGE_PROMPTS = ["", "   \n\t ", "🙂🚀🔥", "请用三句话解释量子纠缠。", "a"]
 
 
@@ -23,9 +24,9 @@ def reference() -> tuple[list[str], dict]:
     return prompts, scores
 
 
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_scores_match_the_stored_reference(name: str, request: pytest.FixtureRequest) -> None:
-    router = request.getfixturevalue(f"{name}_router")
+    router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     prompts, stored = reference()
     assert len(prompts) == 20
     assert stored[name]["artifact_hash"] == router.artifact_hash, (
@@ -34,10 +35,10 @@ def test_scores_match_the_stored_reference(name: str, request: pytest.FixtureReq
     np.testing.assert_allclose(router.score(prompts), stored[name]["scores"], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_batched_scores_equal_one_at_a_time(name: str, request: pytest.FixtureRequest) -> None:
     # static int8: a prompt's score must not depend on what shares its batch
-    router = request.getfixturevalue(f"{name}_router")
+    router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     prompts, _ = reference()
     batched = router.score(prompts)
     single = np.array([router.score([p])[0] for p in prompts])
@@ -46,9 +47,9 @@ def test_batched_scores_equal_one_at_a_time(name: str, request: pytest.FixtureRe
     np.testing.assert_allclose(batched, reordered, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_a_10000_token_prompt_is_truncated_not_rejected(name: str, request) -> None:
-    router = request.getfixturevalue(f"{name}_router")
+    router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     long_prompt = "word " * 10_000
     ids, mask = router.tokenizer([long_prompt, "short"])
     assert ids.shape == (2, router.manifest.max_tokens)
@@ -59,9 +60,9 @@ def test_a_10000_token_prompt_is_truncated_not_rejected(name: str, request) -> N
     assert score_long == pytest.approx(score_cut, abs=1e-6)  # only the first max_tokens count
 
 
-@pytest.mark.parametrize("name", ["mf", "bert"])
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_empty_whitespace_emoji_and_chinese_prompts_get_a_defined_score(name: str, request) -> None:
-    router = request.getfixturevalue(f"{name}_router")
+    router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
     scores = router.score(EDGE_PROMPTS)
     assert scores.shape == (len(EDGE_PROMPTS),)
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
@@ -195,3 +196,26 @@ def test_instance_plan_on_cuda_is_one_instance_that_batches(monkeypatch) -> None
         lambda wanted: ["CUDAExecutionProvider", "CPUExecutionProvider"],
     )
     assert plan_instances(0, 0, ("CUDAExecutionProvider", "CPUExecutionProvider")) == (1, 0)
+
+
+def test_mf_fast_is_the_mf_router_with_a_distilled_encoder(mf_router, mf_fast_router) -> None:
+    # same head, same models, pair, stand-in, tilt and scoring: only the encoder differs
+    fast, full = mf_fast_router.manifest.raw, mf_router.manifest.raw
+    assert mf_fast_router.kind == "mf" and fast["name"] == "mf-fast"
+    for key in ("models", "stand_ins", "scoring", "difficulty_tilt", "default_pair"):
+        assert fast[key] == full[key], key
+    assert fast["training"]["teacher"]["model_sha256"] == full["files"]["model.onnx"]["sha256"]
+    assert fast["training"]["student"]["hidden_layers"] < 6
+
+
+@pytest.mark.skipif(not TRAIN_DATA.is_dir(), reason="training pool not found at ../shared/data/train")
+def test_mf_fast_agrees_with_mf_on_held_out_training_prompts(mf_router, mf_fast_router) -> None:
+    from export.data import load_pool, split_prompts
+
+    pool = load_pool(TRAIN_DATA)
+    _, holdout = split_prompts(pool, 0.2, 0)  # the split the student never trained on
+    texts = [pool.texts[i] for i in holdout[::4]]
+    for pair in ((), ("gpt-4o", "llama-3.1-8b-instruct")):
+        full, fast = mf_router.score(texts, *pair), mf_fast_router.score(texts, *pair)
+        assert np.corrcoef(full, fast)[0, 1] > 0.93, pair
+        assert np.abs(full - fast).mean() < 0.06, pair

@@ -14,7 +14,7 @@ from service.routers.onnx_router import check_threshold
 from service.routers.random_router import RandomRouter
 from service.routers.session import SessionOptions
 
-ROUTER_NAMES = ("random", "mf", "bert")
+ROUTER_NAMES = ("random", "mf", "bert", "mf-fast")
 _KINDS = {"mf": MFRouter, "bert": BertRouter}
 
 __all__ = [
