@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -262,9 +263,12 @@ async def timed_route(
     return time.perf_counter() - since
 
 
-async def closed_loop(
-    port: int, router: str, prompts: list[str], concurrency: int, seconds: float, unique: bool = True
-) -> dict:
+RpcCall = Callable[[object, Iterator[int]], Awaitable[float | None]]
+
+
+async def drive_closed_loop(port: int, concurrency: int, seconds: float, call: RpcCall) -> dict:
+    """`concurrency` callers, each awaiting `call(stub, counter)` back to back until `seconds`
+    pass; `call` returns its latency in seconds, or None on an RPC error."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(10**9))
@@ -275,7 +279,7 @@ async def closed_loop(
         async def worker():
             nonlocal errors
             while time.perf_counter() < deadline:
-                latency = await timed_route(stub, router, prompts, next(counter), time.perf_counter(), unique)
+                latency = await call(stub, counter)
                 if latency is None:
                     errors += 1
                 else:
@@ -285,6 +289,15 @@ async def closed_loop(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return summarize(latencies, errors, elapsed, concurrency)
+
+
+async def closed_loop(
+    port: int, router: str, prompts: list[str], concurrency: int, seconds: float, unique: bool = True
+) -> dict:
+    async def call(stub, counter: Iterator[int]) -> float | None:
+        return await timed_route(stub, router, prompts, next(counter), time.perf_counter(), unique)
+
+    return await drive_closed_loop(port, concurrency, seconds, call)
 
 
 async def open_loop(port: int, router: str, prompts: list[str], rate: float, seconds: float) -> dict:
@@ -409,32 +422,18 @@ async def closed_loop_batches(
 ) -> dict:
     """`concurrency` callers, each sending RouteBatch RPCs of `batch` prompts back to back (a
     sidecar or a batch job routing many prompts at once); latency is per RPC."""
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(10**9))
-    deadline = time.perf_counter() + seconds
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = router_pb2_grpc.RouterStub(channel)
 
-        async def worker():
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                ids = [next(counter) for _ in range(batch)]
-                requests = [
-                    pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router) for i in ids
-                ]
-                started = time.perf_counter()
-                try:
-                    await stub.RouteBatch(pb.RouteBatchRequest(requests=requests), timeout=60)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-
+    async def call(stub, counter: Iterator[int]) -> float | None:
+        ids = [next(counter) for _ in range(batch)]
+        requests = [pb.RouteRequest(prompt=f"{prompts[i % len(prompts)]} #{i}", router=router) for i in ids]
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    row = summarize(latencies, errors, elapsed, concurrency)
+        try:
+            await stub.RouteBatch(pb.RouteBatchRequest(requests=requests), timeout=60)
+        except grpc.aio.AioRpcError:
+            return None
+        return time.perf_counter() - started
+
+    row = await drive_closed_loop(port, concurrency, seconds, call)
     row["batch"] = batch
     row["routes_per_s"] = row["req_per_s"] * batch
     return row
