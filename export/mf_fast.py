@@ -60,7 +60,7 @@ def linear_maps(head: MFHead, difficulty) -> tuple[torch.Tensor, torch.Tensor]:
 
 def teacher_parts(args, pool, emb, n_tokens, train_idx):
     """The shipped mf router's head and difficulty regression, rebuilt from the pipeline cache
-    and checked against its fp32 graph."""
+    (main() then checks them against the cached fp32 graph)."""
     seeds_dir = args.cache / "mf_seeds"
     config = json.loads((seeds_dir / "config.json").read_text())
     head = MFHead(config["n_models"], HIDDEN, MFConfig(**config["config"]))
