@@ -30,16 +30,8 @@ from export.onnx_export import MFGraph, export_onnx, quantize_int8
 from export.pipeline import calibrate_and_finish, calibration_batches, save_tokenizer, write_manifest
 from export.student import HIDDEN, StudentConfig, distill, embed_ids, keep_layers, readout_matrix, token_crops
 from export.tiers import DEFAULT_WEAK
-from export.validation import HoldoutValidator, RegimeValidator, auc
-from export.verify import (
-    ExportCheckFailed,
-    check,
-    check_fp32_parity,
-    check_int8_auc,
-    cosine_stats,
-    run_onnx,
-    run_torch,
-)
+from export.validation import HoldoutValidator, RegimeValidator
+from export.verify import ExportCheckFailed, run_onnx, run_torch, verify_mf_export
 from service.routers import MFRouter
 from service.routers.manifest import load_manifest, sha256_file
 from service.routers.mf import win_rate
@@ -203,38 +195,20 @@ def main(argv=None) -> int:
         calibration_batches(pool, train_idx, out, argparse.Namespace(seed=args.seed, max_tokens=max_tokens)),
     )
 
-    report: dict = {}
-    parity = [pool.texts[i] for i in val_idx[: args.parity_prompts]]
-    ref_emb = run_torch(student, tok_file, max_tokens, parity)
-    ref_logits = run_torch(graph, tok_file, max_tokens, parity, output_index=1)
-    onnx_emb = run_onnx(fp32, tok_file, max_tokens, parity, "embedding")
-    onnx_logits = run_onnx(fp32, tok_file, max_tokens, parity, "logits")
-    check_fp32_parity(
-        report,
-        float(max(np.abs(ref_emb - onnx_emb).max(), np.abs(ref_logits - onnx_logits).max())),
-        len(parity),
-    )
-    cmean, cmin = cosine_stats(
-        onnx_emb, run_onnx(out / "model.onnx", tok_file, max_tokens, parity, "embedding")
-    )
-    check(
-        report,
-        "int8_vs_fp32_cosine",
-        cmean >= 0.99 and cmin >= 0.97,
-        f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
-    )
-    validator = HoldoutValidator(pool, val_idx)
     val_texts = [pool.texts[i] for i in val_idx]
-    label = validator.strong[val_idx] > validator.weak[val_idx]
-    keep = ~np.isnan(validator.strong[val_idx]) & ~np.isnan(validator.weak[val_idx])
-    aucs, int8_scores = {}, None
-    for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
-        scores = win_rate(
-            run_onnx(path, tok_file, max_tokens, val_texts, "logits"), strong, weak, scoring, tilt
-        )
-        aucs[name] = auc(scores[keep], label[keep])
-        int8_scores = scores
-    check_int8_auc(report, aucs)
+    report, aucs, int8_scores = verify_mf_export(
+        student,
+        graph,
+        fp32,
+        out / "model.onnx",
+        tok_file,
+        max_tokens,
+        [pool.texts[i] for i in val_idx[: args.parity_prompts]],
+        HoldoutValidator(pool, val_idx),
+        val_idx,
+        val_texts,
+        lambda logits: win_rate(logits, strong, weak, scoring, tilt),
+    )
     shipped_mf = win_rate(
         run_onnx(teacher_dir / "model.onnx", tok_file, max_tokens, val_texts, "logits"),
         strong,

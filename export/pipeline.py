@@ -38,7 +38,7 @@ from export.validation import (
     auc,
     regime_pairs,
 )
-from export.verify import check, check_fp32_parity, check_int8_auc, cosine_stats, run_onnx, run_torch
+from export.verify import check_fp32_parity, check_int8_auc, run_onnx, run_torch, verify_mf_export
 from service.routers import BertRouter, MFRouter
 from service.routers.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file
 from service.routers.mf import win_rate
@@ -162,31 +162,20 @@ def export_mf(args, pool, emb, n_tokens, encoder, enc_folder, train_idx, val_idx
     save_tokenizer(enc_folder, args.max_tokens, out / "tokenizer.json")
     quant = quantize_int8(fp32, out / "model.onnx", calibration_batches(pool, train_idx, out, args))
 
-    report: dict = {}
     tok_file = out / "tokenizer.json"
-    parity = [pool.texts[i] for i in val_idx[: args.parity_prompts]]
-    ref_emb = run_torch(encoder, tok_file, args.max_tokens, parity)
-    ref_logits = run_torch(graph, tok_file, args.max_tokens, parity, output_index=1)
-    onnx_emb = run_onnx(fp32, tok_file, args.max_tokens, parity, "embedding")
-    onnx_logits = run_onnx(fp32, tok_file, args.max_tokens, parity, "logits")
-    diff = float(max(np.abs(ref_emb - onnx_emb).max(), np.abs(ref_logits - onnx_logits).max()))
-    check_fp32_parity(report, diff, len(parity))
-    int8_emb = run_onnx(out / "model.onnx", tok_file, args.max_tokens, parity, "embedding")
-    cmean, cmin = cosine_stats(onnx_emb, int8_emb)
-    check(
-        report,
-        "int8_vs_fp32_cosine",
-        cmean >= 0.99 and cmin >= 0.97,
-        f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
+    report, aucs, _ = verify_mf_export(
+        encoder,
+        graph,
+        fp32,
+        out / "model.onnx",
+        tok_file,
+        args.max_tokens,
+        [pool.texts[i] for i in val_idx[: args.parity_prompts]],
+        validator,
+        val_idx,
+        [pool.texts[i] for i in val_idx],
+        lambda logits: win_rate(logits, strong, weak, SCORING, tilt),
     )
-    val_texts = [pool.texts[i] for i in val_idx]
-    label = validator.strong[val_idx] > validator.weak[val_idx]
-    keep = ~np.isnan(validator.strong[val_idx]) & ~np.isnan(validator.weak[val_idx])
-    aucs = {}
-    for name, path in (("fp32", fp32), ("int8", out / "model.onnx")):
-        lg = run_onnx(path, tok_file, args.max_tokens, val_texts, "logits")
-        aucs[name] = auc(win_rate(lg, strong, weak, SCORING, tilt)[keep], label[keep])
-    check_int8_auc(report, aucs)
 
     aliases = json.loads((args.data / "model_aliases.json").read_text())
     specific = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from export.validation import auc
 from service.routers.tokenization import BatchTokenizer
 
 
@@ -70,3 +72,45 @@ def check_fp32_parity(report: dict, diff: float, n_prompts: int) -> None:
 def check_int8_auc(report: dict, aucs: dict[str, float]) -> None:
     loss = aucs["fp32"] - aucs["int8"]
     check(report, "int8_auc_loss", loss <= 0.01, f"fp32 {aucs['fp32']:.4f} - int8 {aucs['int8']:.4f} <= 0.01")
+
+
+def verify_mf_export(
+    encoder: torch.nn.Module,
+    graph: torch.nn.Module,
+    fp32: Path,
+    int8: Path,
+    tokenizer_file: Path,
+    max_tokens: int,
+    parity_texts: list[str],
+    validator,
+    val_idx: np.ndarray,
+    val_texts: list[str],
+    score: Callable[[np.ndarray], np.ndarray],
+) -> tuple[dict, dict[str, float], np.ndarray]:
+    """The MF-graph export checks: fp32 ONNX vs torch (embedding and logits), int8 vs fp32
+    embedding cosine, and the hold-out AUC of `score(logits)` for fp32 vs int8 (`validator`: a
+    HoldoutValidator). Returns the report, the AUCs and the int8 hold-out scores."""
+    report: dict = {}
+    ref_emb = run_torch(encoder, tokenizer_file, max_tokens, parity_texts)
+    ref_logits = run_torch(graph, tokenizer_file, max_tokens, parity_texts, output_index=1)
+    onnx_emb = run_onnx(fp32, tokenizer_file, max_tokens, parity_texts, "embedding")
+    onnx_logits = run_onnx(fp32, tokenizer_file, max_tokens, parity_texts, "logits")
+    diff = float(max(np.abs(ref_emb - onnx_emb).max(), np.abs(ref_logits - onnx_logits).max()))
+    check_fp32_parity(report, diff, len(parity_texts))
+    int8_emb = run_onnx(int8, tokenizer_file, max_tokens, parity_texts, "embedding")
+    cmean, cmin = cosine_stats(onnx_emb, int8_emb)
+    check(
+        report,
+        "int8_vs_fp32_cosine",
+        cmean >= 0.99 and cmin >= 0.97,
+        f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
+    )
+    label = validator.strong[val_idx] > validator.weak[val_idx]
+    keep = ~np.isnan(validator.strong[val_idx]) & ~np.isnan(validator.weak[val_idx])
+    scores = {
+        name: score(run_onnx(path, tokenizer_file, max_tokens, val_texts, "logits"))
+        for name, path in (("fp32", fp32), ("int8", int8))
+    }
+    aucs = {name: auc(s[keep], label[keep]) for name, s in scores.items()}
+    check_int8_auc(report, aucs)
+    return report, aucs, scores["int8"]
