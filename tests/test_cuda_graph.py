@@ -48,8 +48,9 @@ def test_rewrite_runs_float_activations_over_the_same_int8_weights(name: str, re
     data, count = cuda_model_bytes(path)
     rewritten = onnx.load_from_string(data)
     ops = [n.op_type for n in rewritten.graph.node]
-    assert count == sum(n.op_type == "QLinearMatMul" for n in original.graph.node) > 0
-    assert "QLinearMatMul" not in ops and "QuantizeLinear" not in ops  # no activation is rounded
+    int8_matmuls = sum(n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat") for n in original.graph.node)
+    assert count == int8_matmuls > 0
+    assert not {"QLinearMatMul", "MatMulIntegerToFloat", "QuantizeLinear"} & set(ops)  # no activation rounded
     int8_weights = {i.name for i in original.graph.initializer if i.data_type == onnx.TensorProto.INT8}
     assert int8_weights <= {i.name for i in rewritten.graph.initializer}  # the same weights
     session = unoptimised_session(data)

@@ -1,10 +1,11 @@
 """The graph the CUDA provider runs, derived from a shipped static-int8 artifact.
 
-onnxruntime's CUDA provider has no kernel for QLinearMatMul, the core of our static int8 graphs:
-left as they are, those nodes run on the CPU with host/device copies around every layer. This
-rewrites each QuantizeLinear -> QLinearMatMul -> DequantizeLinear chain as a float MatMul over
-the same int8 weights, dequantized in the graph (weight-only int8), which the CUDA provider
-runs on the device.
+onnxruntime's CUDA provider has no kernel for QLinearMatMul or MatMulIntegerToFloat, the cores
+of our static int8 graphs: left as they are, those nodes run on the CPU with host/device copies
+around every layer. This rewrites each QuantizeLinear -> QLinearMatMul -> DequantizeLinear
+chain, and each QuantizeLinear -> MatMulIntegerToFloat (the FFN down-projections), as a float
+MatMul over the same int8 weights, dequantized in the graph (weight-only int8), which the CUDA
+provider runs on the device.
 
 Why not keep the activations in int8 (DequantizeLinear -> MatMul -> QuantizeLinear)? That was
 measured first: the GPU's float sums differ from exact int32 ones in the last bits, a few
@@ -22,15 +23,17 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+INT8_MATMULS = ("QLinearMatMul", "MatMulIntegerToFloat")
+
 
 def needs_rewrite(model) -> bool:
-    return any(node.op_type == "QLinearMatMul" for node in model.graph.node)
+    return any(node.op_type in INT8_MATMULS for node in model.graph.node)
 
 
-def rewrite_qlinear_matmuls(model) -> int:
-    """Rewrite every QLinearMatMul of `model` (an onnx.ModelProto) in place as a float MatMul
-    with a dequantized weight; returns how many. Quantize/dequantize nodes left without a
-    consumer are removed."""
+def rewrite_int8_matmuls(model) -> int:
+    """Rewrite every QLinearMatMul and MatMulIntegerToFloat of `model` (an onnx.ModelProto) in
+    place as a float MatMul with a dequantized weight; returns how many. Quantize/dequantize
+    nodes left without a consumer are removed."""
     from onnx import helper
 
     graph = model.graph
@@ -51,12 +54,32 @@ def rewrite_qlinear_matmuls(model) -> int:
         if len(shapes.get(scale, ())) == 1 and len(shapes.get(value, ())) == 2:
             attrs["axis"] = 1
         name = f"{base}/dequantized"
-        out.append(helper.make_node("DequantizeLinear", [value, scale, zero], [name], name=name, **attrs))
+        operands = [value, scale, zero] if zero else [value, scale]
+        out.append(helper.make_node("DequantizeLinear", operands, [name], name=name, **attrs))
         return name
+
+    def float_product(node) -> list:
+        """MatMulIntegerToFloat(a, b, a_scale, b_scale, [a_zero], [b_zero], [bias]) in float."""
+        a, b, a_scale, b_scale, *rest = list(node.input) + [""] * (7 - len(node.input))
+        a_zero, b_zero, bias = rest[:3]
+        base = node.name or node.output[0]
+        new: list = []
+        operands = [
+            float_input(a, a_scale, a_zero, f"{base}/a", new),
+            float_input(b, b_scale, b_zero, f"{base}/b", new),
+        ]
+        product = f"{base}/float" if bias else node.output[0]
+        new.append(helper.make_node("MatMul", operands, [product], name=f"{base}/matmul"))
+        if bias:
+            new.append(helper.make_node("Add", [product, bias], [node.output[0]], name=f"{base}/bias"))
+        return new
 
     replaced: dict[int, list] = {}  # position of a QLinearMatMul -> the nodes in its place
     dropped: set[int] = set()  # positions of the DequantizeLinear nodes the MatMul replaces
     for position, node in enumerate(original):
+        if node.op_type == "MatMulIntegerToFloat":
+            replaced[position] = float_product(node)
+            continue
         if node.op_type != "QLinearMatMul":
             continue
         a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.input
@@ -117,5 +140,5 @@ def cuda_model_bytes(path: Path) -> tuple[bytes, int] | None:
     model = onnx.load(str(path))
     if not needs_rewrite(model):
         return None
-    count = rewrite_qlinear_matmuls(model)
+    count = rewrite_int8_matmuls(model)
     return model.SerializeToString(), count

@@ -110,5 +110,5 @@ def _cuda_graph(path: Path) -> str | bytes:
     if rewritten is None:
         return str(path)
     data, count = rewritten
-    log.info("cuda_graph_rewritten", model=path.name, qlinear_matmuls=count)
+    log.info("cuda_graph_rewritten", model=path.name, int8_matmuls=count)
     return data
