@@ -538,15 +538,19 @@ def to_markdown(report: dict) -> str:
     if report.get("route_batch"):
         lines += [
             "",
-            "RouteBatch (callers sending many prompts per RPC; latency per RPC):",
+            "RouteBatch (callers sending many prompts per RPC; latency per RPC). The load generator",
+            "shares the cores: routes per server CPU-second says what the service itself costs.",
             "",
-            "| callers | prompts per RPC | routes/s | p50 ms | p99 ms | mean model batch | errors |",
-            "|---|---|---|---|---|---|---|",
+            "| callers | prompts per RPC | routes/s | p50 ms | p99 ms | mean model batch | server CPU "
+            "| routes per server CPU-second | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["route_batch"]:
+            cores = r.get("server_cpu_cores", 0.0)
+            per_core = r["routes_per_s"] / cores if cores else float("nan")
             lines.append(
                 f"| {r['concurrency']} | {r['batch']} | {r['routes_per_s']:.1f} | {r['p50_ms']:.1f} | "
-                f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {r['errors']} |"
+                f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {cores:.2f} | {per_core:.0f} | {r['errors']} |"
             )
     ratios = report["ratios"]
     lines += [
