@@ -31,7 +31,7 @@ from export.pipeline import calibrate_and_finish, calibration_batches, save_toke
 from export.student import HIDDEN, StudentConfig, distill, embed_ids, keep_layers, readout_matrix, token_crops
 from export.tiers import DEFAULT_WEAK
 from export.validation import HoldoutValidator, RegimeValidator
-from export.verify import ExportCheckFailed, run_onnx, run_torch, verify_mf_export
+from export.verify import ExportCheckFailed, agreement, run_onnx, run_torch, verify_mf_export
 from service.routers import MFRouter
 from service.routers.manifest import load_manifest, sha256_file
 from service.routers.mf import win_rate
@@ -216,17 +216,12 @@ def main(argv=None) -> int:
         scoring,
         tilt,
     )
-    agreement = {
-        "score_pearson": float(np.corrcoef(int8_scores, shipped_mf)[0, 1]),
-        "score_mean_abs_diff": float(np.abs(int8_scores - shipped_mf).mean()),
-        "same_decision_at_mf_median": float(
-            np.mean((int8_scores >= np.median(int8_scores)) == (shipped_mf >= np.median(shipped_mf)))
-        ),
-        "n_prompts": len(val_idx),
+    with_mf = {
+        **agreement(int8_scores, shipped_mf),
         "measured_on": "the train hold-out, both int8 artifacts, default pair",
     }
     print(
-        f"[{NAME}] int8 vs shipped mf on the hold-out: " + ", ".join(f"{k} {v}" for k, v in agreement.items())
+        f"[{NAME}] int8 vs shipped mf on the hold-out: " + ", ".join(f"{k} {v}" for k, v in with_mf.items())
     )
 
     fields = {
@@ -250,7 +245,7 @@ def main(argv=None) -> int:
             "kept_epoch": chosen["epoch"],
             "selection": "the epoch whose hold-out scores (default pair) correlate best with the full mf "
             "router's; eval/ is never read",
-            "agreement_with_mf": agreement,
+            "agreement_with_mf": with_mf,
             "int8_auc": aucs,
         },
         "training": {

@@ -33,7 +33,7 @@ from export.data import load_pool, split_prompts
 from export.onnx_export import quantize_int8
 from export.pipeline import calibrate_and_finish, calibration_batches, regime_pairs_by_prompt
 from export.validation import HoldoutValidator, auc
-from export.verify import ExportCheckFailed, check, check_int8_auc, cosine_stats, run_onnx
+from export.verify import ExportCheckFailed, agreement, check, check_int8_auc, cosine_stats, run_onnx
 from service.routers import load_router
 from service.routers.manifest import MANIFEST_NAME, load_manifest, sha256_file
 
@@ -49,18 +49,6 @@ def scores_on(router, model: Path, texts: list[str]) -> np.ndarray:
         return router.score(texts)
     finally:
         router.sessions[0] = kept
-
-
-def agreement(scores: np.ndarray, reference: np.ndarray) -> dict:
-    """How closely one router's scores follow another's on the same prompts."""
-    return {
-        "score_pearson": float(np.corrcoef(scores, reference)[0, 1]),
-        "score_mean_abs_diff": float(np.abs(scores - reference).mean()),
-        "same_decision_at_mf_median": float(
-            np.mean((scores >= np.median(scores)) == (reference >= np.median(reference)))
-        ),
-        "n_prompts": len(scores),
-    }
 
 
 def auc_prompts(name: str, pool, train_idx: np.ndarray, val_idx: np.ndarray) -> np.ndarray:

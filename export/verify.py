@@ -74,6 +74,18 @@ def check_int8_auc(report: dict, aucs: dict[str, float]) -> None:
     check(report, "int8_auc_loss", loss <= 0.01, f"fp32 {aucs['fp32']:.4f} - int8 {aucs['int8']:.4f} <= 0.01")
 
 
+def agreement(scores: np.ndarray, reference: np.ndarray) -> dict:
+    """How closely one router's scores follow another's (e.g. mf's) on the same prompts."""
+    return {
+        "score_pearson": float(np.corrcoef(scores, reference)[0, 1]),
+        "score_mean_abs_diff": float(np.abs(scores - reference).mean()),
+        "same_decision_at_mf_median": float(
+            np.mean((scores >= np.median(scores)) == (reference >= np.median(reference)))
+        ),
+        "n_prompts": len(scores),
+    }
+
+
 def verify_mf_export(
     encoder: torch.nn.Module,
     graph: torch.nn.Module,
