@@ -15,13 +15,15 @@
   where the batch cap is 1; with larger caps a batch formed early would gather less company).
   Prompts in a formed batch are past the deadline and cancellation checks.
 - The queue is bounded: past it, submit fails at once with QueueFullError.
-- Prompts whose caller went away (cancelled) or whose deadline passed are dropped before a run.
+- Prompts whose caller went away (cancelled) or whose deadline passed are dropped before a run,
+  when they reach the head of the queue or the window a batch is formed from.
 - If a run fails, its prompts are retried one by one, so one bad prompt fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import time
 from collections import deque
@@ -197,38 +199,46 @@ class Batcher:
             self._idle.set()
 
     def _take_batch(self) -> list[_Pending]:
+        """The next batch: the oldest live prompt, and company of similar length among the next
+        queued ones. Only the queue's head and that window are looked at (a deep queue must
+        not cost a full scan per prompt: at a batch cap of 1 that was O(queue) per run)."""
         now = asyncio.get_running_loop().time()
-        alive: deque[_Pending] = deque()
-        for item in self._queue:
-            if item.future.done():  # the caller cancelled
-                continue
-            if item.deadline is not None and now >= item.deadline:
-                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
-                continue
-            alive.append(item)
-        self._queue = alive
-        if not alive:
+        while self._queue and not _alive(self._queue[0], now):
+            self._queue.popleft()
+        if not self._queue:
             self._gauge()
             return []
-        # the oldest prompt anchors the batch; fill it with the closest lengths in a window
-        anchor = alive[0]
-        window = list(alive)[1 : 4 * self._cfg.max_batch_size]
+        anchor = self._queue.popleft()
+        chosen = [anchor] + (self._company(anchor, now) if self._cfg.max_batch_size > 1 else [])
+        self._gauge()
+        return chosen
+
+    def _company(self, anchor: _Pending, now: float) -> list[_Pending]:
+        """Prompts to run with `anchor`, the closest lengths first, within the batch caps; they
+        (and dead prompts met on the way) leave the queue."""
+        cap, ratio = self._cfg.max_batch_size, self._cfg.max_padding_ratio
+        window, gone = [], set()
+        for item in itertools.islice(self._queue, 4 * cap - 1):
+            if _alive(item, now):
+                window.append(item)
+            else:
+                gone.add(id(item))
         window.sort(key=lambda item: abs(item.tokens - anchor.tokens))
-        chosen, shortest, longest = [anchor], anchor.tokens, anchor.tokens
-        ratio = self._cfg.max_padding_ratio
+        chosen: list[_Pending] = []
+        shortest = longest = anchor.tokens
         for item in window:
-            if len(chosen) >= self._cfg.max_batch_size:
+            if len(chosen) + 1 >= cap:
                 break
             new_longest, new_shortest = max(longest, item.tokens), min(shortest, item.tokens)
-            if new_longest * (len(chosen) + 1) > self._cfg.max_batch_tokens:
+            if new_longest * (len(chosen) + 2) > self._cfg.max_batch_tokens:
                 continue
             if new_longest > ratio * new_shortest:  # too much padding: it waits for a closer batch
                 continue
             chosen.append(item)
             shortest, longest = new_shortest, new_longest
-        taken = set(map(id, chosen))
-        self._queue = deque(item for item in alive if id(item) not in taken)
-        self._gauge()
+        gone |= set(map(id, chosen))
+        if gone:
+            self._queue = deque(item for item in self._queue if id(item) not in gone)
         return chosen
 
     async def _run(self, batch: list[_Pending]) -> None:
@@ -285,6 +295,16 @@ class Batcher:
     def _gauge(self) -> None:
         if self._metrics is not None:
             self._metrics.queue_depth.labels(self.name).set(len(self._queue))
+
+
+def _alive(item: _Pending, now: float) -> bool:
+    """False for a prompt whose caller went away, or whose deadline passed (it is told so)."""
+    if item.future.done():  # the caller cancelled
+        return False
+    if item.deadline is not None and now >= item.deadline:
+        item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+        return False
+    return True
 
 
 def _check_rows(rows: np.ndarray, expected: int) -> None:

@@ -133,6 +133,38 @@ def test_expired_and_cancelled_requests_are_dropped_before_inference() -> None:
     assert model.batches == [["running"], ["kept"]]
 
 
+def test_at_a_batch_cap_of_1_a_deep_queue_runs_in_order_and_drops_the_dead() -> None:
+    async def main():
+        model = Model()
+        model.gate.clear()
+        batcher = make(model, max_batch_size=1, queued_batches=0)
+        running = asyncio.create_task(batcher.submit("running"))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        tasks = {}
+        for i in range(60):
+            deadline = loop.time() + 0.01 if i % 7 == 3 else None
+            tasks[i] = asyncio.create_task(batcher.submit(f"p{i}", deadline=deadline))
+        await asyncio.sleep(0.05)
+        for i in range(0, 60, 5):
+            tasks[i].cancel()
+        model.gate.set()
+        results = await asyncio.gather(running, *tasks.values(), return_exceptions=True)
+        await batcher.close(5)
+        return model, results[1:]
+
+    model, results = run(main())
+    live = [i for i in range(60) if i % 5 and i % 7 != 3]
+    assert model.batches == [["running"]] + [[f"p{i}"] for i in live]  # oldest first, one at a time
+    for i, result in enumerate(results):
+        if i % 5 == 0:
+            assert isinstance(result, asyncio.CancelledError)
+        elif i % 7 == 3:
+            assert isinstance(result, DeadlineExceededError)
+        else:
+            assert result[0][0] == len(f"p{i}")
+
+
 def test_token_budget_caps_batches_and_groups_similar_lengths() -> None:
     async def main():
         model = Model()
