@@ -52,6 +52,10 @@ class RuntimeConfig:
     intra_op_threads: int = 0  # per model instance; 0: cores / instances on CPU, ort default on CUDA
     instances: int = 0  # sessions per model running batches at once; 0: a core each on CPU (<= 8), 1 on CUDA
     allow_spinning: bool = False  # onnxruntime busy-waiting threads: off, they steal the server's CPU
+    # threads of one more session per model, used for a batch that runs alone (nothing else
+    # queued or running): a lone prompt then has every core. null: the CPU's cores where the
+    # instances are single-threaded, else off; 0: off
+    low_load_threads: int | None = None
 
 
 @dataclass
@@ -126,6 +130,9 @@ class Config:
             value = getattr(self.runtime, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"runtime.{key} must be an integer >= 0 (0: automatic), got {value!r}")
+        low = self.runtime.low_load_threads
+        if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
+            raise ConfigError(f"runtime.low_load_threads must be null or an integer >= 0, got {low!r}")
         if not isinstance(self.batching.probe_batch_size, bool):
             raise ConfigError(
                 f"batching.probe_batch_size must be true or false, got {self.batching.probe_batch_size!r}"

@@ -37,7 +37,7 @@ from service.routers import (
     load_manifest,
     load_router,
 )
-from service.routers.session import plan_instances
+from service.routers.session import MAX_AUTO_INSTANCES, cpu_cores, plan_instances, resolve_providers
 
 log = structlog.get_logger(__name__)
 NOT_SCORED = -1.0  # strong_win_rate of a decision made by a policy rule, without scoring
@@ -135,6 +135,16 @@ class _RouterSlot:
         return self.router.scores_from_rows(rows, strong, weak)
 
 
+def _low_load_threads(configured: int | None, instances: int, threads: int, options: SessionOptions) -> int:
+    """Threads of the session a lone batch runs on (0: none). Automatic: on the CPU, where
+    single-threaded instances leave cores idle whenever only one prompt is in flight."""
+    if configured is not None:
+        return configured
+    on_cpu = resolve_providers(options.providers)[0] == "CPUExecutionProvider"
+    # measured on 2 cores; more threads than that many instances would only sync on a short prompt
+    return min(cpu_cores(), MAX_AUTO_INSTANCES) if on_cpu and instances > 1 and threads == 1 else 0
+
+
 class RoutingEngine:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -142,7 +152,7 @@ class RoutingEngine:
         self._slots: dict[str, _RouterSlot] = {}
         self._cache = _LRU(config.cache_size)
         self.ready = False
-        self._instances, self._threads = 1, 0
+        self._instances, self._threads, self._wide_threads = 1, 0, 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +167,7 @@ class RoutingEngine:
             allow_spinning=runtime.allow_spinning,
         )
         self._threads = threads
+        self._wide_threads = _low_load_threads(runtime.low_load_threads, self._instances, threads, options)
         models_dir = Path(self.config.models_dir) if self.config.models_dir else None
         # routers on the same artifact share one session and one batcher: each prompt runs once
         shared: dict[str, tuple[object, Batcher]] = {}
@@ -171,9 +182,15 @@ class RoutingEngine:
                     router, batcher = shared[key]
                 else:
                     router = await asyncio.to_thread(
-                        load_router, cfg.name, directory, options, cfg.seed, self._instances
+                        load_router,
+                        cfg.name,
+                        directory,
+                        options,
+                        cfg.seed,
+                        self._instances,
+                        self._wide_threads,
                     )
-                    for instance in range(self._instances):
+                    for instance in range(len(router.sessions)):
                         await asyncio.to_thread(router.run_rows, ["warm-up"], instance)
                     batcher = self._start_batcher(router, await self._batch_cap(router))
                     shared[key] = (router, batcher)
@@ -205,11 +222,14 @@ class RoutingEngine:
     def _start_batcher(self, router, max_batch_size: int) -> Batcher:
         batcher = Batcher(
             router.manifest.name,  # the `model` metric label: the artifact, not the router alias
-            [functools.partial(router.run_rows, instance=i) for i in range(len(router.sessions))],
+            [functools.partial(router.run_rows, instance=i) for i in range(router.instances)],
             estimate_tokens(router.manifest.max_tokens),
             dataclasses.replace(self.config.batching, max_batch_size=max_batch_size),
             self.metrics,
             provider=router.provider,
+            run_alone=None
+            if router.wide_instance is None
+            else functools.partial(router.run_rows, instance=router.wide_instance),
         )
         batcher.start()
         return batcher
@@ -237,6 +257,7 @@ class RoutingEngine:
             },
             "model_instances": self._instances,
             "intra_op_threads": self._threads,
+            "low_load_threads": self._wide_threads,
             "allow_spinning": self.config.runtime.allow_spinning,
             "batching": {
                 "max_batch_size": b.max_batch_size,

@@ -165,6 +165,42 @@ def test_at_a_batch_cap_of_1_a_deep_queue_runs_in_order_and_drops_the_dead() -> 
             assert result[0][0] == len(f"p{i}")
 
 
+def test_a_batch_alone_runs_on_run_alone_and_arrivals_meanwhile_on_the_instances() -> None:
+    async def main():
+        wide, narrow = Model(), Model()
+        wide.gate.clear()
+        config = BatchingConfig(max_batch_size=1)
+        batcher = Batcher("m", [narrow, narrow], estimate_tokens(128), config, Metrics(), run_alone=wide)
+        batcher.start()
+        lone = asyncio.create_task(batcher.submit("lone"))
+        await asyncio.sleep(0.05)  # it runs alone: nothing else queued or running
+        during = [asyncio.create_task(batcher.submit(f"during {i}")) for i in range(3)]
+        await asyncio.gather(*during)  # they did not wait for the wide run
+        assert not lone.done()
+        wide.gate.set()
+        await lone
+        await asyncio.sleep(0.05)
+        after = await batcher.submit("after")  # alone again
+        await batcher.close(5)
+        return wide.batches, narrow.batches, after
+
+    wide, narrow, after = run(main())
+    assert wide == [["lone"], ["after"]] and after[0][0] == len("after")
+    assert sorted(narrow) == [["during 0"], ["during 1"], ["during 2"]]
+
+
+def test_with_one_instance_nothing_runs_alone() -> None:
+    async def main():
+        wide, narrow = Model(), Model()
+        batcher = Batcher("m", narrow, estimate_tokens(128), BatchingConfig(), Metrics(), run_alone=wide)
+        batcher.start()
+        await batcher.submit("lone")
+        await batcher.close(5)
+        return wide.batches, narrow.batches
+
+    assert run(main()) == ([], [["lone"]])  # the alone run would take the only thread
+
+
 def test_token_budget_caps_batches_and_groups_similar_lengths() -> None:
     async def main():
         model = Model()

@@ -381,6 +381,33 @@ def test_routers_on_one_artifact_share_a_session_and_batches() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("low_load_threads", [2, 0])
+def test_a_lone_prompt_runs_on_the_wide_session_and_scores_the_same(low_load_threads: int) -> None:
+    from service.config import RouterConfig, RuntimeConfig
+
+    runtime = RuntimeConfig(
+        providers=[SERVICE_PROVIDER], instances=2, intra_op_threads=1, low_load_threads=low_load_threads
+    )
+    config = service_config(routers=[RouterConfig("mf", str(MODELS / "mf"))], runtime=runtime)
+    server = LiveServer(config).start()
+    try:
+        engine = server.server.engine
+        router = engine.slot("mf").router
+        assert engine.describe()["low_load_threads"] == low_load_threads
+        assert router.wide_instance == (2 if low_load_threads else None)
+        assert len(router.sessions) == 2 + (low_load_threads > 0)
+        prompts = ["A lone prompt at low load", "Prove that the square root of 2 is irrational."]
+        reference = load_router("mf", MODELS / "mf").score(prompts)
+        before = engine.slot("mf").batcher.alone_runs
+        for prompt, expected in zip(prompts, reference, strict=True):
+            reply = route(server, prompt=prompt, router="mf", threshold=0.5)
+            assert abs(reply.strong_win_rate - expected) <= BATCH_INVARIANCE_ATOL
+        # one at a time, each prompt had the model to itself: it ran on the wide session
+        assert engine.slot("mf").batcher.alone_runs - before == (len(prompts) if low_load_threads else 0)
+    finally:
+        server.stop()
+
+
 def test_scoring_failure_falls_back_to_the_configured_tier() -> None:
     server = LiveServer(service_config()).start()
     try:

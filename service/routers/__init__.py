@@ -53,6 +53,7 @@ def load_router(
     session_options: SessionOptions | None = None,
     seed: int | None = None,
     instances: int = 1,
+    wide_threads: int = 0,
 ) -> Router:
     """Build a router by name: `random`, or an ONNX router whose manifest says mf/bert."""
     if name == "random":
@@ -62,4 +63,6 @@ def load_router(
         raise UnknownRouterError(name, list(ROUTER_NAMES))
     manifest = load_manifest(directory, verify_checksums=False)
     cls = _KINDS[manifest.kind]
-    return cls(directory, session_options=session_options, name=name, instances=instances)
+    return cls(
+        directory, session_options=session_options, name=name, instances=instances, wide_threads=wide_threads
+    )

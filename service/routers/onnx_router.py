@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +26,12 @@ class OnnxRouter:
         name: str | None = None,
         max_batch: int = 64,
         instances: int = 1,
+        wide_threads: int = 0,
     ) -> None:
         """`instances`: independent onnxruntime sessions on the same model, so that several
-        batches can run at once (one per session); `run(..., instance=i)` picks one."""
+        batches can run at once (one per session); `run(..., instance=i)` picks one.
+        `wide_threads` > 0 adds one more session with that many intra-op threads, at index
+        `wide_instance`, for a batch that has the machine to itself."""
         self.manifest: Manifest = load_manifest(artifact_dir)
         if self.manifest.kind != self.kind:
             raise ValueError(f"{artifact_dir} holds a {self.manifest.kind!r} router, not {self.kind!r}")
@@ -37,6 +41,12 @@ class OnnxRouter:
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
         self.sessions = [create_session(self.manifest.model_file, session_options) for _ in range(instances)]
+        self.instances = instances
+        self.wide_instance: int | None = None
+        if wide_threads > 0:
+            wide = dataclasses.replace(session_options or SessionOptions(), intra_op_threads=wide_threads)
+            self.sessions.append(create_session(self.manifest.model_file, wide))
+            self.wide_instance = instances
         self.session = self.sessions[0]
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
