@@ -91,12 +91,14 @@ MAX_OUTLIER_CHANNELS = 16
 
 
 def _channel_ranges(
-    src: Path, tensors: list[str], calibration: list[tuple[np.ndarray, np.ndarray]]
+    model: onnx.ModelProto, tensors: list[str], calibration: list[tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel (min, max) of these activations over the real (unpadded) calibration tokens."""
+    """Per-channel (min, max) of these activations of `model` (left as it is) over the real
+    (unpadded) calibration tokens."""
     import onnxruntime as ort
 
-    probe = onnx.load(str(src))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
     for name in tensors:
         probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -239,7 +241,7 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[tuple[np.ndarray, 
     fp32 = onnx.load(str(src))
     act_act, ffn_down = _matmul_groups(fp32)
     down_inputs = [n.input[0] for n in fp32.graph.node if n.name in set(ffn_down)]
-    ranges = _channel_ranges(src, down_inputs, calibration)
+    ranges = _channel_ranges(fp32, down_inputs, calibration)
     tmp = dst.with_suffix(".static.onnx")
     quantize_static(
         str(src),

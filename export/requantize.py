@@ -31,11 +31,11 @@ import onnxruntime as ort
 
 from export.data import load_pool, split_prompts
 from export.onnx_export import quantize_int8
-from export.pipeline import calibrate_and_finish, calibration_batches, regime_pairs_by_prompt
+from export.pipeline import calibrate_and_finish, calibration_batches, regime_pairs_by_prompt, update_manifest
 from export.validation import HoldoutValidator, auc
-from export.verify import ExportCheckFailed, agreement, check, check_int8_auc, cosine_stats, run_onnx
+from export.verify import ExportCheckFailed, agreement, check_int8_auc, check_int8_cosine, run_onnx
 from service.routers import load_router
-from service.routers.manifest import MANIFEST_NAME, load_manifest, sha256_file
+from service.routers.manifest import load_manifest, sha256_file
 
 FP32_GRAPHS = {"mf": "mf_fp32.onnx", "bert": "bert_fp32.onnx", "mf-fast": "mf_fast_fp32.onnx"}
 SOURCE_AGREEMENT = 0.99
@@ -93,15 +93,10 @@ def requantize(name: str, args, pool, train_idx: np.ndarray, val_idx: np.ndarray
         report = {k: v for k, v in manifest["export_checks"].items() if k == kept}
         if "embedding" in manifest["onnx"]["outputs"]:
             parity = [pool.texts[i] for i in val_idx[: args.parity_prompts]]
-            cmean, cmin = cosine_stats(
+            check_int8_cosine(
+                report,
                 run_onnx(fp32, tokenizer_file, max_tokens, parity, "embedding"),
                 run_onnx(new, tokenizer_file, max_tokens, parity, "embedding"),
-            )
-            check(
-                report,
-                "int8_vs_fp32_cosine",
-                cmean >= 0.99 and cmin >= 0.97,
-                f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
             )
         new_scores = scores_on(router, new, texts)
         label = validator.strong[idx] > validator.weak[idx]
@@ -113,19 +108,24 @@ def requantize(name: str, args, pool, train_idx: np.ndarray, val_idx: np.ndarray
         check_int8_auc(report, aucs)
         shutil.copyfile(new, directory / "model.onnx")
 
-    manifest["artifact_version"] = time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8]
-    manifest["onnx"]["quantization"] = quant
-    manifest["export_checks"] = report
-    manifest["validation"]["int8_auc"] = aucs
     change = {
         "int8_vs_previous_int8": agreement(new_scores, shipped_scores),
         "previous_model_sha256": manifest["files"]["model.onnx"]["sha256"],
     }
-    manifest["files"]["model.onnx"] = {
-        "sha256": sha256_file(directory / "model.onnx"),
-        "bytes": (directory / "model.onnx").stat().st_size,
+    files = manifest["files"] | {
+        "model.onnx": {
+            "sha256": sha256_file(directory / "model.onnx"),
+            "bytes": (directory / "model.onnx").stat().st_size,
+        }
     }
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    update_manifest(
+        directory,
+        artifact_version=time.strftime("%Y%m%d") + "-" + pool.fingerprint()[:8],
+        onnx=manifest["onnx"] | {"quantization": quant},
+        export_checks=report,
+        validation=manifest["validation"] | {"int8_auc": aucs},
+        files=files,
+    )
     calibrate_and_finish(directory, type(router), pool.texts)
     print(
         f"[{name}] re-quantized: int8 vs fp32 {report.get('int8_vs_fp32_cosine', {}).get('detail', '-')}; "
@@ -140,14 +140,17 @@ def refresh_mf_fast_agreement(args, pool, val_idx: np.ndarray) -> None:
     texts = [pool.texts[i] for i in val_idx]
     mf = load_router("mf", artifact_dir=args.output / "mf")
     fast = load_router("mf-fast", artifact_dir=args.output / "mf-fast")
-    path = args.output / "mf-fast" / MANIFEST_NAME
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest["validation"]["agreement_with_mf"] = {
+    raw = fast.manifest.raw
+    with_mf = {
         **agreement(fast.score(texts), mf.score(texts)),
         "measured_on": "the train hold-out, both int8 artifacts, default pair",
     }
-    manifest["training"]["teacher"]["model_sha256"] = mf.manifest.raw["files"]["model.onnx"]["sha256"]
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    teacher = raw["training"]["teacher"] | {"model_sha256": mf.manifest.raw["files"]["model.onnx"]["sha256"]}
+    update_manifest(
+        args.output / "mf-fast",
+        validation=raw["validation"] | {"agreement_with_mf": with_mf},
+        training=raw["training"] | {"teacher": teacher},
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:

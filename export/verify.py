@@ -69,6 +69,12 @@ def check_fp32_parity(report: dict, diff: float, n_prompts: int) -> None:
     check(report, "fp32_onnx_vs_torch_max_abs_diff", diff <= 1e-4, detail)
 
 
+def check_int8_cosine(report: dict, fp32_embedding: np.ndarray, int8_embedding: np.ndarray) -> None:
+    cmean, cmin = cosine_stats(fp32_embedding, int8_embedding)
+    detail = f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97"
+    check(report, "int8_vs_fp32_cosine", cmean >= 0.99 and cmin >= 0.97, detail)
+
+
 def check_int8_auc(report: dict, aucs: dict[str, float]) -> None:
     loss = aucs["fp32"] - aucs["int8"]
     check(report, "int8_auc_loss", loss <= 0.01, f"fp32 {aucs['fp32']:.4f} - int8 {aucs['int8']:.4f} <= 0.01")
@@ -109,14 +115,7 @@ def verify_mf_export(
     onnx_logits = run_onnx(fp32, tokenizer_file, max_tokens, parity_texts, "logits")
     diff = float(max(np.abs(ref_emb - onnx_emb).max(), np.abs(ref_logits - onnx_logits).max()))
     check_fp32_parity(report, diff, len(parity_texts))
-    int8_emb = run_onnx(int8, tokenizer_file, max_tokens, parity_texts, "embedding")
-    cmean, cmin = cosine_stats(onnx_emb, int8_emb)
-    check(
-        report,
-        "int8_vs_fp32_cosine",
-        cmean >= 0.99 and cmin >= 0.97,
-        f"mean {cmean:.4f} >= 0.99, min {cmin:.4f} >= 0.97",
-    )
+    check_int8_cosine(report, onnx_emb, run_onnx(int8, tokenizer_file, max_tokens, parity_texts, "embedding"))
     label = validator.strong[val_idx] > validator.weak[val_idx]
     keep = ~np.isnan(validator.strong[val_idx]) & ~np.isnan(validator.weak[val_idx])
     scores = {

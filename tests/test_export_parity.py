@@ -143,7 +143,7 @@ def test_outlier_channels_keep_their_precision(tmp_path) -> None:
         return session.run(["y"], {"input_ids": x[0], "attention_mask": x[1]})[0]
 
     exact = run(model)
-    ranges = _channel_ranges(src, ["x"], calibration)
+    ranges = _channel_ranges(model, ["x"], calibration)
     split = onnx.load(str(src))
     (layer,) = _split_ffn_down(split, {"/layer.0/output/dense/MatMul"}, ranges)
     assert layer["outlier_channels"] == [5] and layer["input_range"][1] < 1.0
