@@ -57,3 +57,21 @@ def test_a_model_that_pays_for_padding_stays_unbatched() -> None:
 
     chosen, _ = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=2, padding_ratio=1.3)
     assert chosen == 1
+
+
+def test_a_machine_that_speeds_up_during_the_probe_does_not_make_batches_look_cheaper() -> None:
+    # the first 48 prompts run at 2 ms, the rest at 1.2 ms; batches cost 30% more per prompt
+    # for every extra prompt. Timing each size's repeats back to back saw size 1 only at the
+    # slow speed and picked batches of 2; rounds over all sizes see every size at both speeds.
+    seen = 0
+
+    def run(batch: list[str]) -> None:
+        nonlocal seen
+        n = len(batch)
+        per_prompt_ms = 2.0 if seen < 48 else 1.2
+        seen += n
+        time.sleep(per_prompt_ms * n * (1 + 0.3 * (n - 1)) / 1000)
+
+    chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=16, repeats=3)
+    assert chosen == 1, per_prompt
+    assert per_prompt[1] < 1.6e-3  # size 1 was timed again at the faster speed
