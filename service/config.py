@@ -56,12 +56,6 @@ class RuntimeConfig:
     # queued or running): a lone prompt then has every core. null: the CPU's cores where the
     # instances are single-threaded, else off; 0: off
     low_load_threads: int | None = None
-    # Python's GIL switch interval in a server process, microseconds (null: Python's 5000). A
-    # model thread back from onnxruntime or the tokenizer waits up to this long for the GIL
-    # while the event loop holds it, and its core idles meanwhile. 200 on 2 cores, c=32, 19
-    # alternating pairs: p99 lower in 16, req/s +3% on average (within the noise); machine idle
-    # 10% instead of 14-18% (benchmarks/results/profile_service.md)
-    gil_switch_interval_us: int | None = 200
 
 
 @dataclass
@@ -136,9 +130,6 @@ class Config:
             value = getattr(self.runtime, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"runtime.{key} must be an integer >= 0 (0: automatic), got {value!r}")
-        gil = self.runtime.gil_switch_interval_us
-        if gil is not None and (isinstance(gil, bool) or not isinstance(gil, int) or gil < 1):
-            raise ConfigError(f"runtime.gil_switch_interval_us must be null or an integer >= 1, got {gil!r}")
         low = self.runtime.low_load_threads
         if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
             raise ConfigError(f"runtime.low_load_threads must be null or an integer >= 0, got {low!r}")

@@ -42,8 +42,6 @@ def test_defaults_without_a_file() -> None:
         ("runtime: {intra_op_threads: two}", "runtime.intra_op_threads must be an integer >= 0"),
         ("runtime: {allow_spinning: maybe}", "runtime.allow_spinning must be true or false"),
         ("runtime: {low_load_threads: -2}", "runtime.low_load_threads must be null or an integer >= 0"),
-        ("runtime: {gil_switch_interval_us: 0}", "gil_switch_interval_us must be null or an integer >= 1"),
-        ("runtime: {gil_switch_interval_us: 0.5}", "runtime.gil_switch_interval_us must be null"),
         ("server: {workers: 0}", "server.workers must be an integer >= 1"),
         ("server: {workers: two}", "server.workers must be an integer >= 1"),
     ],

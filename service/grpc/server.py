@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -244,7 +243,6 @@ class RouteServer:
             port=self.port,
             metrics_port=self.metrics_port,
             grace_seconds=self.config.server.grace_seconds,
-            gil_switch_interval_us=round(sys.getswitchinterval() * 1e6),
         )
         return self.port
 
@@ -282,8 +280,6 @@ class RouteServer:
 async def serve_until_signalled(config: Config, on_ready: Callable[[], None] | None = None) -> None:
     """Run a RouteServer until SIGTERM/SIGINT, then stop it gracefully; `on_ready` runs once
     it serves (every router loaded and warm)."""
-    if config.runtime.gil_switch_interval_us is not None:  # a process setting: only where lmroute owns it
-        sys.setswitchinterval(config.runtime.gil_switch_interval_us / 1e6)
     server = RouteServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
