@@ -403,9 +403,11 @@ def measure_cache_hits(router: str, prompts: list[str], seconds: float) -> dict:
             for text in prompts:  # warm: one miss each
                 stub.Route(pb.RouteRequest(prompt=text, router=router), timeout=30)
         hits0 = server.metric("lmroute_cache_hits_total")
-        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+        cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
         row = asyncio.run(closed_loop(server.port, router, prompts, 32, seconds, unique=False))
-        row["server_cpu_cores"] = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        row["server_cpu_cores"] = (server.cpu_seconds() - cpu0) / wall
+        row["loadgen_cpu_cores"] = (time.process_time() - client0) / wall
         row["cache_hits"] = server.metric("lmroute_cache_hits_total") - hits0
         print(
             f"  cache warm, c=32: {row['req_per_s']:7.1f} req/s  p50 {row['p50_ms']:6.2f} ms"
@@ -415,6 +417,14 @@ def measure_cache_hits(router: str, prompts: list[str], seconds: float) -> dict:
     finally:
         server.stop()
     return row
+
+
+def efficiency_bound(ceiling: float, cores: int, cached: dict) -> dict:
+    """The best served/ceiling ratio one-prompt RPCs allow when every request costs the
+    model's CPU plus the RPC path's (server and load generator, from the cache-warm run)."""
+    model_s = cores / ceiling
+    rpc_s = (cached["server_cpu_cores"] + cached["loadgen_cpu_cores"]) / cached["req_per_s"]
+    return {"ratio": model_s / (model_s + rpc_s), "model_ms": model_s * 1000, "rpc_ms": rpc_s * 1000}
 
 
 async def closed_loop_batches(
@@ -575,6 +585,14 @@ def to_markdown(report: dict) -> str:
             f"concurrency 32: {cached['req_per_s']:.0f} req/s, p50 {cached['p50_ms']:.2f} ms, "
             f"p99 {cached['p99_ms']:.2f} ms: the gRPC and Python path's own ceiling here"
         )
+    bound = ratios.get("efficiency_bound")
+    if bound:
+        lines.append(
+            f"- the most a one-prompt RPC can reach with the load generator on these cores: "
+            f"{bound['ratio']:.2f} of the ceiling (CPU per request: the model {bound['model_ms']:.2f} ms, "
+            f"the RPC path {bound['rpc_ms']:.2f} ms in the server and the load generator, "
+            f"measured with the cache warm)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -643,6 +661,7 @@ def main(argv=None) -> int:
             "low_load_overhead_ms": service[0]["p50_ms"] - raw["single_prompt_ms"],
             "instances_gain_c32": on32["req_per_s"]
             / next(r for r in one if r["concurrency"] == 32)["req_per_s"],
+            "efficiency_bound": efficiency_bound(ceiling, cpu_cores(), cached),
         },
     }
     write_results(f"service_{args.router}", report, to_markdown(report))
