@@ -79,12 +79,13 @@ def _seconds_per_prompt(
 ) -> float:
     """One timing: `prompts` prompts (at least one batch) in batches of `size`."""
     n = max(prompts, size)
+    singles = probe_prompts(n, padding_ratio) if size == 1 else []
+    batch = probe_prompts(size, padding_ratio)
     started = time.perf_counter()
     if size == 1:
-        for prompt in probe_prompts(n, padding_ratio):
+        for prompt in singles:
             run([prompt])
     else:
-        batch = probe_prompts(size, padding_ratio)
         for _ in range(n // size):
             run(batch)
     return (time.perf_counter() - started) / (n // size * size)
