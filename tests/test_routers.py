@@ -36,6 +36,28 @@ def test_scores_match_the_stored_reference(name: str, request: pytest.FixtureReq
 
 
 @pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
+def test_tokenization_skips_offsets_but_gives_the_librarys_ids_and_masks(name: str) -> None:
+    # BatchTokenizer uses encode_batch_fast (no character offsets): it must stay identical to
+    # the offset-tracking encode_batch, one prompt at a time and in mixed-length batches
+    from tokenizers import Tokenizer
+
+    from service.routers.tokenization import BatchTokenizer
+
+    file = ROOT / "models_onnx" / name / "tokenizer.json"
+    ours = BatchTokenizer(file, 128)
+    library = Tokenizer.from_file(str(file))
+    library.enable_truncation(max_length=128)
+    library.enable_padding(pad_id=library.token_to_id("[PAD]"), pad_token="[PAD]")
+    prompts, _ = reference()
+    texts = prompts + EDGE_PROMPTS + ["naïve café déjà vu " * 40, "x " * 300]
+    for batch in [[t] for t in texts] + [texts[:9], texts[9:]]:
+        ids, mask = ours(batch)
+        expected = library.encode_batch(batch)
+        assert ids.tolist() == [e.ids for e in expected]
+        assert mask.tolist() == [e.attention_mask for e in expected]
+
+
+@pytest.mark.parametrize("name", ["mf", "bert", "mf-fast"])
 def test_batched_scores_equal_one_at_a_time(name: str, request: pytest.FixtureRequest) -> None:
     # static int8: a prompt's score must not depend on what shares its batch
     router = request.getfixturevalue(f"{name.replace('-', '_')}_router")
