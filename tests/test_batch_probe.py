@@ -21,22 +21,24 @@ def sleeper(fixed_ms: float, per_prompt_ms: float, growth: float = 0.0):
 
 def test_a_gpu_like_model_gets_large_batches() -> None:
     run, _ = sleeper(fixed_ms=4.0, per_prompt_ms=0.02)  # a run costs about the same at any size
-    chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=1)
+    # best of 3 rounds: one scheduling stall in a single timing must not decide the cap
+    chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=3)
     assert chosen == 64
     assert per_prompt[64] < per_prompt[1] / 10
 
 
 def test_a_small_cpu_like_model_stays_unbatched() -> None:
-    run, calls = sleeper(fixed_ms=0.05, per_prompt_ms=1.0, growth=0.2)  # bigger batches cost more per prompt
+    run, calls = sleeper(fixed_ms=0.05, per_prompt_ms=1.0, growth=0.5)  # bigger batches cost more per prompt
     chosen, per_prompt = probe_batch_cap(run, cap=64, prompts_per_size=8, repeats=3)
     assert chosen == 1
-    # it stops after two sizes that are no cheaper instead of timing up to 64
-    assert max(calls) <= 4 and set(per_prompt) == {1, 2, 4}
+    # it stops after two sizes that are no cheaper instead of timing up to 64: after 2 and 4,
+    # or after 4 and 8 where a stall on a loaded machine made size 1's first timing look slow
+    assert max(calls) <= 8 and set(per_prompt) in ({1, 2, 4}, {1, 2, 4, 8})
 
 
 def test_the_cap_is_never_exceeded() -> None:
     run, calls = sleeper(fixed_ms=2.0, per_prompt_ms=0.01)
-    chosen, _ = probe_batch_cap(run, cap=6, prompts_per_size=4, repeats=1)
+    chosen, _ = probe_batch_cap(run, cap=6, prompts_per_size=4, repeats=3)
     assert chosen == 4 and max(calls) <= 6
 
 
