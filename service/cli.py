@@ -95,10 +95,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gRPC service until SIGTERM/SIGINT; exits 0 after a graceful shutdown."""
-    import asyncio
     import dataclasses
 
     from service.config import load_config
+    from service.event_loop import run_on_event_loop
     from service.grpc.server import serve_until_signalled
 
     config = load_config(args.config)
@@ -134,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_workers(config)
 
-    asyncio.run(serve_until_signalled(config))
+    run_on_event_loop(serve_until_signalled(config), config.runtime.event_loop)
     return 0
 
 
@@ -178,6 +178,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import signal
 
     from service.config import ConfigError
+    from service.event_loop import run_on_event_loop
     from service.gateway.app import run_gateway
     from service.gateway.config import EndpointConfig, GatewayConfig, TierConfig, load_gateway_config
 
@@ -210,7 +211,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_gateway(config, stop)
 
-    asyncio.run(run())
+    run_on_event_loop(run(), config.event_loop)
     return 0
 
 

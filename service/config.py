@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from service.errors import LmrouteError
+from service.event_loop import EventLoopUnavailable, resolve_event_loop
 
 TIERS = ("strong", "weak")
 
@@ -56,6 +57,9 @@ class RuntimeConfig:
     # queued or running): a lone prompt then has every core. null: the CPU's cores where the
     # instances are single-threaded, else off; 0: off
     low_load_threads: int | None = None
+    # the server process's asyncio loop: "auto" (uvloop where installed, else asyncio),
+    # "uvloop" (refused at startup where it is not installed) or "asyncio"
+    event_loop: str = "auto"
 
 
 @dataclass
@@ -133,6 +137,10 @@ class Config:
         low = self.runtime.low_load_threads
         if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
             raise ConfigError(f"runtime.low_load_threads must be null or an integer >= 0, got {low!r}")
+        try:
+            resolve_event_loop(self.runtime.event_loop)
+        except EventLoopUnavailable as exc:
+            raise ConfigError(f"runtime.{exc}") from None
         if not isinstance(self.batching.probe_batch_size, bool):
             raise ConfigError(
                 f"batching.probe_batch_size must be true or false, got {self.batching.probe_batch_size!r}"

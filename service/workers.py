@@ -44,9 +44,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _worker_main(config: Config, index: int, ready) -> None:
     """One worker: a RouteServer on the shared port, no metrics endpoint of its own."""
-    import asyncio
-
     from service.errors import LmrouteError
+    from service.event_loop import run_on_event_loop
     from service.grpc.server import serve_until_signalled
 
     configure_logging(config.log_level)
@@ -54,7 +53,7 @@ def _worker_main(config: Config, index: int, ready) -> None:
     config.server = dataclasses.replace(config.server, metrics_port=None)
     _stop_when_orphaned(os.getppid())
     try:
-        asyncio.run(serve_until_signalled(config, on_ready=ready.set))
+        run_on_event_loop(serve_until_signalled(config, on_ready=ready.set), config.runtime.event_loop)
     except LmrouteError as exc:  # e.g. a missing artifact: one line, as `serve` prints alone
         print(f"lmroute: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(START_FAILED)

@@ -42,6 +42,7 @@ def test_defaults_without_a_file() -> None:
         ("runtime: {intra_op_threads: two}", "runtime.intra_op_threads must be an integer >= 0"),
         ("runtime: {allow_spinning: maybe}", "runtime.allow_spinning must be true or false"),
         ("runtime: {low_load_threads: -2}", "runtime.low_load_threads must be null or an integer >= 0"),
+        ("runtime: {event_loop: trio}", "runtime.event_loop must be one of auto, uvloop, asyncio"),
         ("server: {workers: 0}", "server.workers must be an integer >= 1"),
         ("server: {workers: two}", "server.workers must be an integer >= 1"),
     ],

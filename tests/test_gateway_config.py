@@ -97,6 +97,7 @@ def test_lmroute_gateway_quick_start_process(tmp_path) -> None:
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "gateway_started" in out and "hi" not in out.replace('"hi', "")  # no prompt text logged
+        assert '"event_loop": "uvloop"' in out  # event_loop "auto": the aiohttp app runs on uvloop
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -71,6 +71,8 @@ def test_serve_logs_json_without_prompts_and_exits_0_on_sigterm(tmp_path) -> Non
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
     assert "engine_ready" in names and "server_started" in names and "server_stopped" in names
+    started = next(e for e in events if e["event"] == "server_started")
+    assert started["event_loop"] == "uvloop"  # runtime.event_loop "auto", uvloop installed with the package
     ready = next(e for e in events if e["event"] == "engine_ready")
     # the example config asks for CUDA first: a GPU machine with onnxruntime-gpu serves on it
     on_gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()

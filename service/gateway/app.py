@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from service.event_loop import running_loop_name
 from service.gateway.backends import Endpoint, TierPool
 from service.gateway.config import GatewayConfig
 from service.grpc.gen.lmroute.v1 import router_pb2, router_pb2_grpc
@@ -119,6 +120,7 @@ class Gateway:
             weak=self.pools["weak"].model,
             endpoints={n: len(p.endpoints) for n, p in self.pools.items()},
             auth=bool(self._keys),
+            event_loop=running_loop_name(),
         )
 
     async def _cleanup(self, _: web.Application) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from service.config import ConfigError
+from service.event_loop import EventLoopUnavailable, resolve_event_loop
 from service.policy.messages import ROUTE_ON
 
 TIERS = ("strong", "weak")
@@ -58,6 +59,7 @@ class GatewayConfig:
     failures_before_cooldown: int = 3
     cooldown_s: float = 30.0
     log_level: str = "info"
+    event_loop: str = "auto"  # "auto" (uvloop where installed, else asyncio), "uvloop" or "asyncio"
 
     def tier(self, name: str) -> TierConfig:
         return self.strong if name == "strong" else self.weak
@@ -65,6 +67,10 @@ class GatewayConfig:
     def validate(self) -> GatewayConfig:
         if self.fallback_tier not in TIERS:
             raise ConfigError("fallback_tier must be strong or weak")
+        try:
+            resolve_event_loop(self.event_loop)
+        except EventLoopUnavailable as exc:
+            raise ConfigError(str(exc)) from None
         if self.route_on not in ROUTE_ON:
             raise ConfigError(f"route_on must be one of {', '.join(ROUTE_ON)}")
         for name in TIERS:

@@ -19,6 +19,7 @@ from service.batching import BatcherClosedError, DeadlineExceededError, QueueFul
 from service.config import Config
 from service.engine import Decision, InvalidRequestError, RouteInput, RoutingEngine
 from service.errors import LmrouteError
+from service.event_loop import running_loop_name
 from service.grpc.gen.lmroute.v1 import router_pb2, router_pb2_grpc
 from service.metrics import Metrics
 
@@ -243,6 +244,7 @@ class RouteServer:
             port=self.port,
             metrics_port=self.metrics_port,
             grace_seconds=self.config.server.grace_seconds,
+            event_loop=running_loop_name(),
         )
         return self.port
 
