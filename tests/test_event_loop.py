@@ -17,9 +17,10 @@ from service.grpc.gen.lmroute.v1 import router_pb2_grpc
 from service.grpc.server import RouteServer
 from tests.service_harness import service_config
 
-pytestmark = pytest.mark.skipif(not event_loop.uvloop_installed(), reason="uvloop has no build here")
+needs_uvloop = pytest.mark.skipif(not event_loop.uvloop_installed(), reason="uvloop has no build here")
 
 
+@needs_uvloop
 def test_auto_is_uvloop_where_installed_and_each_choice_runs_on_its_loop() -> None:
     assert resolve_event_loop("auto") == "uvloop"
 
@@ -58,6 +59,7 @@ def test_the_gateway_config_checks_its_event_loop(tmp_path: Path) -> None:
         load_gateway_config(path)
 
 
+@needs_uvloop
 def test_a_route_server_on_uvloop_serves_concurrent_rpcs(mf_router) -> None:
     """The gRPC asyncio server and its batcher on uvloop: concurrent Route calls score as the
     router does in-process, and a bad request among them fails alone."""
