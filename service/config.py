@@ -137,10 +137,7 @@ class Config:
         low = self.runtime.low_load_threads
         if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
             raise ConfigError(f"runtime.low_load_threads must be null or an integer >= 0, got {low!r}")
-        try:
-            resolve_event_loop(self.runtime.event_loop)
-        except EventLoopUnavailable as exc:
-            raise ConfigError(f"runtime.{exc}") from None
+        check_event_loop(self.runtime.event_loop, section="runtime.")
         if not isinstance(self.batching.probe_batch_size, bool):
             raise ConfigError(
                 f"batching.probe_batch_size must be true or false, got {self.batching.probe_batch_size!r}"
@@ -160,6 +157,15 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
         return self
+
+
+def check_event_loop(kind: str, section: str = "") -> None:
+    """A config's `event_loop` key (`section` prefixes the key in the message): ConfigError
+    for an unknown value, or "uvloop" where uvloop is not installed."""
+    try:
+        resolve_event_loop(kind)
+    except EventLoopUnavailable as exc:
+        raise ConfigError(f"{section}{exc}") from None
 
 
 def _build(cls, data: Any, where: str):

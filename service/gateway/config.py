@@ -10,8 +10,7 @@ from typing import Any
 
 import yaml
 
-from service.config import ConfigError
-from service.event_loop import EventLoopUnavailable, resolve_event_loop
+from service.config import ConfigError, check_event_loop
 from service.policy.messages import ROUTE_ON
 
 TIERS = ("strong", "weak")
@@ -67,10 +66,7 @@ class GatewayConfig:
     def validate(self) -> GatewayConfig:
         if self.fallback_tier not in TIERS:
             raise ConfigError("fallback_tier must be strong or weak")
-        try:
-            resolve_event_loop(self.event_loop)
-        except EventLoopUnavailable as exc:
-            raise ConfigError(str(exc)) from None
+        check_event_loop(self.event_loop)
         if self.route_on not in ROUTE_ON:
             raise ConfigError(f"route_on must be one of {', '.join(ROUTE_ON)}")
         for name in TIERS:
